@@ -1,0 +1,157 @@
+"""The ADM UNet backbone: shapes, zero-init, conditioning, checkpointing, memory format, autocast, meta."""
+import pytest
+import torch
+
+import unclip.nn.checkpointing as ckpt
+from unclip.nn import ImageAttentionBlock, ResBlock, UNet, attention_downsample_factors, count_parameters
+
+TINY = dict(in_channels=3, out_channels=6, model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
+            attention_resolutions=(2, 4), num_head_channels=8, context_dim=12, norm_groups=8)
+
+
+def tiny_unet(**overrides):
+    torch.manual_seed(0)
+    return UNet(**{**TINY, **overrides})
+
+
+def perturb(model, std=0.05):
+    """Move every weight off its init so zero-initialised branches carry signal."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return model
+
+
+def inputs(size=32, b=2, s=5):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(b, 3, size, size, generator=g)
+    t = torch.tensor([3, 700])[:b]
+    context = torch.randn(b, s, 12, generator=g)
+    mask = torch.ones(b, s, dtype=torch.bool)
+    mask[0, 3:] = False
+    emb_cond = torch.randn(b, 64, generator=g)
+    return x, t, emb_cond, context, mask
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_unet_shape_at_two_resolutions_and_zero_output(size):
+    model = tiny_unet()
+    x, t, emb_cond, context, mask = inputs(size)
+    out = model(x, t, emb_cond, context, mask)
+    assert out.shape == (2, 6, size, size)
+    assert out.abs().max() == 0  # zero-initialised output conv
+    assert model(torch.randn(1, 3, size, size // 2), t[:1]).shape == (1, 6, size, size // 2)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(resblock_updown=True),
+    dict(use_scale_shift_norm=False, conv_resample=False),
+    dict(attention=False, attention_resolutions=(), context_dim=None, channel_mult=(1, 1, 2, 2)),
+])
+def test_unet_variants(overrides):
+    model = perturb(tiny_unet(**overrides))
+    x, t, emb_cond, context, mask = inputs(32)
+    ctx = (context, mask) if model.context_dim else (None, None)
+    out = model(x, t, emb_cond, *ctx)
+    assert out.shape == (2, 6, 32, 32) and torch.isfinite(out).all()
+    if not model.context_dim:
+        assert not any(isinstance(m, ImageAttentionBlock) for m in model.modules())
+
+
+def test_unet_uses_every_condition():
+    model = perturb(tiny_unet()).eval()
+    x, t, emb_cond, context, mask = inputs(32)
+    with torch.no_grad():
+        base = model(x, t, emb_cond, context, mask)
+        assert not torch.allclose(base, model(x, t + 1, emb_cond, context, mask))
+        assert not torch.allclose(base, model(x, t, None, context, mask))
+        assert not torch.allclose(base, model(x, t, emb_cond, context + 1, mask))
+        padded = context.clone()
+        padded[0, 3:] = 7.0  # masked-out tokens of sample 0
+        torch.testing.assert_close(model(x, t, emb_cond, padded, mask), base)
+
+
+def test_unet_checkpointing_same_outputs_and_gradients(monkeypatch):
+    calls = []
+    real = ckpt._torch_checkpoint
+    monkeypatch.setattr(ckpt, "_torch_checkpoint", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    results = []
+    for use_checkpoint in (False, True):
+        model = perturb(tiny_unet(dropout=0.1, use_checkpoint=use_checkpoint)).train()
+        x, t, emb_cond, context, mask = inputs(32)
+        emb_cond.requires_grad_(True)
+        torch.manual_seed(5)  # same dropout masks in both runs
+        out = model(x, t, emb_cond, context, mask)
+        out.square().mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        results.append((out.detach(), grads, emb_cond.grad.clone()))
+    (o0, g0, e0), (o1, g1, e1) = results
+    blocks = sum(isinstance(m, (ResBlock, ImageAttentionBlock)) for m in model.modules())
+    assert len(calls) == blocks and all(kw == {"use_reentrant": False} for kw in calls)
+    torch.testing.assert_close(o1, o0)
+    torch.testing.assert_close(e1, e0)
+    assert len(g0) == len(g1)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a)
+    assert any(g.abs().sum() > 0 for g in g0[:4])  # gradients reach the first layers
+
+
+def test_unet_channels_last_matches_contiguous():
+    model = perturb(tiny_unet()).eval()
+    x, t, emb_cond, context, mask = inputs(32)
+    with torch.no_grad():
+        ref = model(x, t, emb_cond, context, mask)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last), t, emb_cond, context, mask)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_unet_bf16_autocast_close_to_fp32():
+    model = perturb(tiny_unet()).eval()
+    x, t, emb_cond, context, mask = inputs(32)
+    with torch.no_grad():
+        ref = model(x, t, emb_cond, context, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, t, emb_cond, context, mask)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    rel = (out.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, f"bf16 autocast relative error {rel:.3g}"
+
+
+def test_unet_input_validation():
+    model = tiny_unet()
+    x, t, emb_cond, context, mask = inputs(32)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.randn(1, 3, 30, 32), t[:1])
+    with pytest.raises(ValueError, match="x must be"):
+        model(torch.randn(1, 4, 32, 32), t[:1])
+    with pytest.raises(ValueError, match="emb_cond"):
+        model(x, t, torch.randn(2, 63))
+    with pytest.raises(ValueError, match="t must be"):
+        model(x, t[:1])
+    with pytest.raises(ValueError, match="downsample factors"):
+        tiny_unet(attention_resolutions=(16,))
+    with pytest.raises(ValueError, match="attention=False"):
+        tiny_unet(attention=False)
+    with pytest.raises(ValueError, match="norm_groups"):
+        tiny_unet(model_channels=12)
+
+
+def test_attention_downsample_factors():
+    assert attention_downsample_factors(64, (32, 16, 8)) == (2, 4, 8)
+    with pytest.raises(ValueError):
+        attention_downsample_factors(64, (24,))
+
+
+def test_big_decoder_unet_builds_on_meta():
+    with torch.device("meta"):
+        model = UNet(3, 6, 512, (1, 2, 3, 4), 3, attention_downsample_factors(64, (32, 16, 8)),
+                     num_head_channels=64, context_dim=2048)
+    n = count_parameters(model)
+    print(f"\nbig decoder UNet (meta): {n:,} parameters")
+    assert all(p.is_meta for p in model.parameters())
+    assert n > 10**9
+    out = model(torch.randn(1, 3, 64, 64, device="meta"), torch.zeros(1, device="meta"),
+                context=torch.randn(1, 81, 2048, device="meta"))
+    assert out.shape == (1, 6, 64, 64)
