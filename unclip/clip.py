@@ -36,6 +36,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
+from unclip.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -289,11 +290,10 @@ class FrozenCLIP(nn.Module):
                   "token_width": self.token_width, "context_length": self.context_length,
                   "has_stats": bool(self.has_stats), "model_cfg": self.model_cfg,
                   "preprocess_cfg": self.preprocess_cfg}
-        tmp_cfg, tmp_w = directory / f".{CONFIG_FILE}.tmp", directory / f".{WEIGHTS_FILE}.tmp"
-        OmegaConf.save(OmegaConf.create(config), tmp_cfg)
-        save_model(self, str(tmp_w), metadata={"format": FORMAT, "arch": self.arch})
-        os.replace(tmp_w, directory / WEIGHTS_FILE)
-        os.replace(tmp_cfg, directory / CONFIG_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_model(self, str(tmp), metadata={"format": FORMAT, "arch": self.arch})
+        with atomic_path(directory / CONFIG_FILE) as tmp:
+            OmegaConf.save(OmegaConf.create(config), tmp)
         return directory
 
     @classmethod

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+from unclip.io import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:
     from unclip.clip import FrozenCLIP
@@ -205,12 +206,6 @@ def _encode_shard(clip: FrozenCLIP, shard: Path, tmp: Path, batch_size: int, ima
     return count
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _clip_info(clip: FrozenCLIP) -> dict[str, Any]:
     return {"arch": clip.arch, "embed_dim": clip.embed_dim, "token_width": clip.token_width,
             "context_length": clip.context_length, "image_size": clip.image_size}
@@ -259,16 +254,12 @@ def precompute_embeddings(clip: FrozenCLIP, shard_paths: Sequence[PathLike], out
                 except ShardMismatchError:
                     count = None  # stale or broken: recompute
             if count is None:
-                tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-                try:
+                with atomic_path(out) as tmp:
                     count = _encode_shard(clip, shard, tmp, batch_size, image_field, bar)
-                    os.replace(tmp, out)
-                finally:
-                    tmp.unlink(missing_ok=True)
             manifest["shards"].append({"embedding_shard": out.name, "image_shard": str(shard.resolve()),
                                        "count": count})
             manifest["total"] += count
-            _write_json_atomic(manifest_path, manifest)
+            atomic_write_json(manifest_path, manifest)
     return {"shards": len(shards), "samples": manifest["total"],
             "counts": {s["embedding_shard"]: s["count"] for s in manifest["shards"]}, "manifest": manifest_path}
 

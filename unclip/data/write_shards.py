@@ -24,6 +24,7 @@ from typing import Any
 import webdataset as wds
 
 from unclip.data.shapes import SPLITS, ShapesDataset, parse_heldout
+from unclip.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,5 @@ def write_shards(
         "shards": [shard_name(split, i) for i in range(n_shards)],
         "counts": counts,
     }
-    with open(manifest_path(out, split) + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(manifest_path(out, split) + ".tmp", manifest_path(out, split))
+    atomic_write_json(manifest_path(out, split), manifest)
     return manifest

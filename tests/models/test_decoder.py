@@ -1,0 +1,101 @@
+"""The 64-px decoder (§2.1): both text sources, CFG null paths, inpainting channels, masks, sampling."""
+import pytest
+import torch
+
+from unclip.diffusion import GaussianDiffusion, make_betas
+from unclip.models import MASK_KINDS, get_preset, random_inpaint_mask, sample_decoder
+
+from .helpers import decoder_inputs, perturb
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    pr = get_preset("decoder", "tiny", **overrides)
+    return pr, perturb(pr.build()).eval()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"text_source": "ids", "text_context_length": 16}, {"inpaint": True},
+                                       {"learned_sigma": False, "text_layers": 0}])
+def test_decoder_shapes(overrides):
+    pr, model = tiny(**overrides)
+    inp = decoder_inputs(pr, size=16)
+    with torch.no_grad():
+        out = model(**inp)
+        assert out.shape == (2, 6 if pr.learned_sigma else 3, 16, 16) and torch.isfinite(out).all()
+        assert model(**{**inp, "x_t": torch.randn(2, 3, 32, 32), **_inpaint(pr, 32)}).shape[-1] == 32
+
+
+def _inpaint(pr, size):
+    return dict(mask=torch.ones(2, 1, size, size), masked_image=torch.zeros(2, 3, size, size)) if pr.inpaint else {}
+
+
+@pytest.mark.parametrize("source", ["clip", "ids"])
+def test_dropped_caption_removes_text(source):
+    pr, model = tiny(text_source=source, text_context_length=16)
+    a, b = decoder_inputs(pr, seed=0), decoder_inputs(pr, seed=1)
+    b.update(x_t=a["x_t"], t=a["t"], image_emb=a["image_emb"])  # only the caption differs
+    if "text_mask" in b:
+        b["text_mask"][:, 2:] = False
+    drop = torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(**a, drop_text=drop), model(**b, drop_text=drop))
+        assert not torch.allclose(model(**a), model(**b))
+        no_caption = {k: v for k, v in a.items() if k not in ("text_tokens", "text_mask")}
+        assert torch.allclose(model(**no_caption), model(**a, drop_text=drop), atol=1e-6)
+
+
+def test_dropped_image_embedding_removes_it():
+    pr, model = tiny()
+    a = decoder_inputs(pr, seed=0)
+    b = {**a, "image_emb": torch.randn_like(a["image_emb"])}
+    drop = torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(**a, drop_image=drop), model(**b, drop_image=drop))
+        assert not torch.allclose(model(**a), model(**b))
+        # dropping both is the fully unconditional model: independent of every condition
+        both = dict(drop_image=drop, drop_text=drop)
+        c = {**decoder_inputs(pr, seed=2), "x_t": a["x_t"], "t": a["t"]}
+        assert torch.equal(model(**a, **both), model(**c, **both))
+
+
+def test_inpainting_channels_are_used():
+    pr, model = tiny(inpaint=True)
+    inp = decoder_inputs(pr)
+    with torch.no_grad():
+        base = model(**inp)
+        assert not torch.allclose(base, model(**{**inp, "mask": 1 - inp["mask"]}))
+        assert not torch.allclose(base, model(**{**inp, "masked_image": -inp["masked_image"]}))
+        # pixels outside the mask are hidden from the network
+        hidden = inp["masked_image"] + 5 * (1 - inp["mask"])
+        assert torch.allclose(base, model(**{**inp, "masked_image": hidden}))
+    with pytest.raises(ValueError, match="masked_image"):
+        model(**{k: v for k, v in inp.items() if k != "mask"})
+
+
+def test_random_inpaint_masks():
+    g = torch.Generator().manual_seed(0)
+    for kind in MASK_KINDS:
+        m = random_inpaint_mask(6, 32, 24, kinds=[kind], generator=g)
+        assert m.shape == (6, 1, 32, 24) and set(m.unique().tolist()) <= {0.0, 1.0}
+        holes = 1 - m.flatten(1).mean(1)
+        assert ((holes > 0) & (holes < 1)).all()
+    assert not torch.equal(random_inpaint_mask(4, 32, generator=g), random_inpaint_mask(4, 32, generator=g))
+    with pytest.raises(ValueError, match="kinds"):
+        random_inpaint_mask(1, 8, kinds=["circle"])
+
+
+def test_sample_decoder_guided_and_inpainting_keeps_known_pixels():
+    pr, model = tiny(inpaint=True)
+    inp = decoder_inputs(pr)
+    diffusion = GaussianDiffusion(make_betas("cosine", 100))
+    out = sample_decoder(model, diffusion, inp["image_emb"], inp["text_tokens"], inp["text_mask"], steps=3,
+                         guidance_scale=3.0, image_size=16, masked_image=inp["masked_image"], mask=inp["mask"],
+                         generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16)
+    known = inp["mask"].expand_as(out).bool()
+    assert torch.allclose(out[known], inp["masked_image"][known], atol=1e-5)
+
+
+def test_unknown_text_source_is_named():
+    with pytest.raises(ValueError, match="source='bert'"):
+        get_preset("decoder", "tiny", text_source="bert").build()

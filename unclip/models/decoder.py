@@ -1,0 +1,143 @@
+"""The unCLIP 64×64 decoder (Ramesh et al. 2022, §2.1): GLIDE's text-conditional ADM UNet, modified
+to condition on the CLIP image embedding z_i.
+
+  * z_i is projected and added to the timestep embedding (``emb_cond`` of the UNet), together with
+    GLIDE's projected final text token;
+  * z_i is projected into 4 extra context tokens concatenated to the caption tokens, which every
+    attention block attends to (GLIDE's encoder_kv);
+  * learned σ: 2×3 output channels (hybrid loss, Nichol & Dhariwal 2021);
+  * classifier-free guidance: ``drop_image`` (10% in training) swaps z_i for a learned null vector
+    (initialised to zero, a value no unit-norm z_i takes); ``drop_text`` (50%) swaps the encoded
+    caption tokens and pooled feature for learned null values, and its padding mask for all-real,
+    so nothing of the caption (not even its length) survives;
+  * ``inpaint=True`` is GLIDE's inpainting model: 4 extra input channels, the masked image (3) and
+    the mask (1; 1 = known pixel, 0 = to fill).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance
+from unclip.nn import UNet, attention_downsample_factors
+
+from .conditioning import check_drop, replace_where
+from .sampling import run_sampler
+from .text_encoder import TextEncoder
+
+IMAGE_CHANNELS = 3
+
+
+class Decoder(nn.Module):
+    """ADM UNet + caption encoder + z_i conditioning; ``forward`` returns raw [B, 3 or 6, H, W]."""
+
+    def __init__(self, *, embed_dim: int, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                 attention_resolutions: Sequence[int], image_size: int = 64, num_head_channels: int = 64,
+                 text_source: str = "ids", text_width: int = 2048, text_layers: int = 24, text_heads: int = 32,
+                 text_context_length: int = 256, clip_token_width: int | None = None, num_clip_tokens: int = 4,
+                 learned_sigma: bool = True, inpaint: bool = False, dropout: float = 0.0, norm_groups: int = 32,
+                 resblock_updown: bool = True, use_checkpoint: bool = False):
+        super().__init__()
+        self.embed_dim, self.image_size, self.inpaint = embed_dim, image_size, inpaint
+        self.num_clip_tokens, self.text_width, self.learned_sigma = num_clip_tokens, text_width, learned_sigma
+        self.text = TextEncoder(text_source, text_width, text_layers, text_heads, text_context_length,
+                                clip_token_width=clip_token_width, use_checkpoint=use_checkpoint)
+        in_channels = IMAGE_CHANNELS + (IMAGE_CHANNELS + 1 if inpaint else 0)
+        self.unet = UNet(
+            in_channels, IMAGE_CHANNELS * (2 if learned_sigma else 1), model_channels, channel_mult, num_res_blocks,
+            attention_downsample_factors(image_size, attention_resolutions), num_head_channels=num_head_channels,
+            context_dim=text_width, dropout=dropout, resblock_updown=resblock_updown, norm_groups=norm_groups,
+            use_checkpoint=use_checkpoint,
+        )
+        emb_dim = self.unet.emb_dim
+        self.image_to_emb = nn.Linear(embed_dim, emb_dim)
+        self.image_to_tokens = nn.Linear(embed_dim, num_clip_tokens * text_width)
+        self.text_to_emb = nn.Linear(text_width, emb_dim)
+        self.null_image_emb = nn.Parameter(torch.zeros(embed_dim))
+        self.null_text_tokens = nn.Parameter(torch.randn(text_context_length, text_width) * 0.02)
+        self.null_text_pooled = nn.Parameter(torch.randn(text_width) * 0.02)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, image_emb: torch.Tensor,
+                text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                drop_image: torch.Tensor | None = None, drop_text: torch.Tensor | None = None,
+                masked_image: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t [B, 3, H, W], t [B], image_emb z_i [B, D]; text_tokens [B, L] ids or [B, L, W_clip] features
+        (None = no caption: the text null, as a dropped caption of the full context length); text_mask [B, L] bool; drop_* [B] bool;
+        inpainting: masked_image [B, 3, H, W], mask [B, 1, H, W] (1 = known) -> [B, 3·(1+learned σ), H, W]."""
+        b = x_t.shape[0]
+        if image_emb.shape != (b, self.embed_dim):
+            raise ValueError(f"Decoder: image_emb must be [B={b}, {self.embed_dim}], got {tuple(image_emb.shape)}")
+        context, context_mask, pooled = self._text_context(b, x_t.device, text_tokens, text_mask, drop_text)
+        z = replace_where(check_drop(drop_image, b, "drop_image", x_t.device), image_emb, self.null_image_emb)  # [B, D]
+        emb_cond = self.image_to_emb(z) + self.text_to_emb(pooled)  # [B, 4·model_channels]
+        clip_tokens = self.image_to_tokens(z).view(b, self.num_clip_tokens, self.text_width)  # [B, 4, text_width]
+        context = torch.cat([context.to(clip_tokens.dtype), clip_tokens], dim=1)  # [B, L+4, text_width]
+        context_mask = torch.cat([context_mask, context_mask.new_ones(b, self.num_clip_tokens)], dim=1)  # [B, L+4]
+        x = self._inpaint_input(x_t, masked_image, mask)  # [B, 3 (+4), H, W]
+        return self.unet(x, t, emb_cond, context, context_mask)  # [B, 3 or 6, H, W]
+
+    def _text_context(self, b: int, device: torch.device, text_tokens, text_mask, drop_text):
+        """Encoded caption (or its null) -> tokens [B, L, text_width], mask [B, L], pooled [B, text_width]."""
+        drop = check_drop(drop_text, b, "drop_text", device)  # [B]
+        if text_tokens is None:
+            if text_mask is not None:
+                raise ValueError("Decoder: text_mask given without text_tokens")
+            null = self.null_text_tokens.expand(b, -1, -1)  # [B, L, text_width]
+            return null, torch.ones(null.shape[:2], dtype=torch.bool, device=device), self.null_text_pooled.expand(b, -1)
+        if text_tokens.shape[0] != b:
+            raise ValueError(f"Decoder: text_tokens has batch {text_tokens.shape[0]}, x_t has {b}")
+        tokens, pooled, mask = self.text(text_tokens, text_mask)  # [B, L, w], [B, w], [B, L]
+        length = tokens.shape[1]
+        tokens = replace_where(drop, tokens, self.null_text_tokens[:length])  # [B, L, text_width]
+        mask = replace_where(drop, mask, mask.new_ones(length))  # [B, L]
+        pooled = replace_where(drop, pooled, self.null_text_pooled)  # [B, text_width]
+        return tokens, mask, pooled
+
+    def _inpaint_input(self, x_t: torch.Tensor, masked_image: torch.Tensor | None, mask: torch.Tensor | None):
+        if not self.inpaint:
+            if masked_image is not None or mask is not None:
+                raise ValueError("Decoder: masked_image/mask given to a decoder built with inpaint=False")
+            return x_t
+        b, _, h, w = x_t.shape
+        if masked_image is None or mask is None or masked_image.shape != (b, IMAGE_CHANNELS, h, w) \
+                or mask.shape != (b, 1, h, w):
+            raise ValueError(f"Decoder(inpaint=True): needs masked_image [B, 3, {h}, {w}] and mask [B, 1, {h}, {w}] "
+                             f"(1 = known), got {_shape(masked_image)} and {_shape(mask)}")
+        mask = mask.to(x_t.dtype)
+        return torch.cat([x_t, masked_image.to(x_t.dtype) * mask, mask], dim=1)  # [B, 7, H, W]
+
+
+def _shape(x: torch.Tensor | None):
+    return None if x is None else tuple(x.shape)
+
+
+@torch.no_grad()
+def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: torch.Tensor,
+                   text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                   steps: int | str = 250, sampler: str = "ddpm", guidance_scale: float = 1.0,
+                   image_size: int | None = None, masked_image: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None, generator=None, progress: bool = False) -> torch.Tensor:
+    """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1: 250 steps, learned σ with "ddpm").
+
+    Guidance drops z_i and the caption together in the unconditional half. For inpainting, the known
+    pixels also replace pred_x0 at every step, so the sample agrees with them exactly."""
+    b, size = image_emb.shape[0], image_size or decoder.image_size
+    denoiser = Denoiser(decoder, diffusion.alphas_cumprod, mean_type="eps", learned_variance=decoder.learned_sigma)
+    cond = {"image_emb": image_emb, "drop_image": torch.zeros(b, dtype=torch.bool, device=image_emb.device)}
+    if text_tokens is not None:
+        cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())
+        if text_mask is not None:
+            cond["text_mask"] = text_mask
+    x0_transform = None
+    if decoder.inpaint:
+        cond.update(masked_image=masked_image, mask=mask)
+        x0_transform = lambda x0: mask * masked_image + (1 - mask) * x0  # noqa: E731
+    if guidance_scale != 1.0:
+        ones = torch.ones(1, dtype=torch.bool, device=image_emb.device)
+        denoiser = classifier_free_guidance(denoiser, guidance_scale, {k: ones for k in cond if k.startswith("drop_")})
+    variance = "learned" if decoder.learned_sigma else "small"
+    return run_sampler(sampler, denoiser, (b, IMAGE_CHANNELS, size, size), diffusion.respace(steps), cond=cond,
+                       generator=generator, variance=variance, device=image_emb.device, progress=progress,
+                       x0_transform=x0_transform)
