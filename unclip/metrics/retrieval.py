@@ -1,4 +1,4 @@
-"""Metric math shared by evals and training reports (no I/O, no models)."""
+"""Top-1 retrieval accuracy of paired image/text embeddings."""
 from __future__ import annotations
 
 import torch
