@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: install
+	sh tools/ensure_browser.sh
 	$(PY) -m pytest -q
 
 demo: install
