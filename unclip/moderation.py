@@ -1,0 +1,181 @@
+"""Moderation: a prompt filter (category term lists) and an image filter (CLIP concept similarity).
+
+* Prompt filter: every term becomes a regular expression that tolerates case, accents, punctuation,
+  spacing and separators between letters ("k.i.l.l", "k i l l"), repeated letters ("kiiill") and simple
+  leetspeak ("k1ll", "p0rn"), while matching whole words only (so "skill" never matches "kill").
+* Image filter (as diffusers' StableDiffusionSafetyChecker): cosine similarity of an image's CLIP
+  embedding to each concept text's CLIP embedding, flagged above the concept's threshold.
+
+The lists live in a data file (``configs/moderation/default.yaml``). ``Moderator.check_*`` return a
+``ModerationResult`` (or None); ``require_*`` raise ``ModerationError``, an ``InputError`` naming the
+category that fired and whether the prompt or an image did.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from unclip.pipeline.errors import InputError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation" / "default.yaml"
+CATEGORIES = ("hate", "harassment", "self-harm", "sexual", "sexual/minors", "violence", "violence/graphic")
+
+# Characters a letter may be written as (lowercase text, after accent folding).
+_LEET = {"a": "a4@", "b": "b8", "e": "e3", "g": "g9", "i": "i1!|", "l": "l1|", "o": "o0", "s": "s5$", "t": "t7+",
+         "z": "z2"}
+_SEP = r"[^a-z0-9]{0,3}"  # separators allowed between the letters of a term
+
+
+@dataclass(frozen=True)
+class ModerationResult:
+    category: str
+    source: str  # "prompt" | "image"
+    match: str  # the term or concept text that fired
+    score: float | None = None  # image filter: the cosine similarity
+
+
+class ModerationError(InputError):
+    """Content refused by moderation. ``category`` fired; ``source`` is "prompt" or "image"."""
+
+    def __init__(self, category: str, source: str, detail: str = ""):
+        param = "prompt" if source == "prompt" else "image"
+        super().__init__(param, f"rejected by the {source} moderation filter (category {category!r})"
+                                + (f": {detail}" if detail else ""))
+        self.category, self.source = category, source
+
+
+def fold(text: str) -> str:
+    """Lowercase with accents removed (NFKD, combining marks dropped)."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def term_pattern(term: str) -> re.Pattern:
+    """The whole-word, obfuscation-tolerant pattern of ``term`` (words of letters, spaces between)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", fold(term)) if w]
+    if not words:
+        raise ValueError(f"moderation term {term!r} has no letters")
+    letter = lambda c: f"[{re.escape(_LEET.get(c, c))}]+"  # noqa: E731  (repeats: "kiiill")
+    body = _SEP.join(_SEP.join(letter(c) for c in w) for w in words)
+    return re.compile(rf"(?<![a-z0-9]){body}(?:{_SEP}(?:e?s|ed|ing))?(?![a-z0-9])")
+
+
+class PromptFilter:
+    """Category → terms; ``check`` returns (category, term) of the first match in category order."""
+
+    def __init__(self, categories: Mapping[str, Sequence[str]]):
+        self.categories = {str(c): [str(t) for t in terms] for c, terms in categories.items()}
+        for c, terms in self.categories.items():
+            if isinstance(categories[c], str):
+                raise ValueError(f"moderation category {c!r}: expected a list of terms, got a string")
+        self._patterns = [(c, t, term_pattern(t)) for c, terms in self.categories.items() for t in terms]
+
+    def check(self, text: str) -> tuple[str, str] | None:
+        folded = fold(text)
+        for category, term, pattern in self._patterns:
+            if pattern.search(folded):
+                return category, term
+        return None
+
+
+@dataclass(frozen=True)
+class Concept:
+    category: str
+    text: str
+    threshold: float
+
+
+class ImageFilter:
+    """Flags CLIP image embeddings whose cosine similarity to a concept text exceeds its threshold."""
+
+    def __init__(self, concepts: Sequence[Concept], clip=None):
+        self.concepts, self.clip = list(concepts), clip
+        self._emb: torch.Tensor | None = None
+
+    def concept_embeddings(self) -> torch.Tensor:
+        if self._emb is None:
+            if self.clip is None:
+                raise RuntimeError("ImageFilter needs a FrozenCLIP (Moderator(..., clip=...)) to embed concepts")
+            self._emb = self.clip.encode_text([c.text for c in self.concepts])[0]
+        return self._emb
+
+    def scores(self, image_emb: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities [B, K] of L2-normalised image embeddings [B, D] to the K concepts."""
+        emb = self.concept_embeddings()
+        return torch.nn.functional.normalize(image_emb.float(), dim=-1) @ emb.to(image_emb.device).T
+
+    def check(self, image_emb: torch.Tensor) -> list[ModerationResult | None]:
+        if not self.concepts:
+            return [None] * image_emb.shape[0]
+        sims = self.scores(image_emb)  # [B, K]
+        thresholds = torch.tensor([c.threshold for c in self.concepts], device=sims.device)
+        margin = sims - thresholds  # [B, K]
+        out: list[ModerationResult | None] = []
+        for row, sim in zip(margin, sims):
+            k = int(row.argmax())
+            hit = row[k] > 0
+            out.append(ModerationResult(self.concepts[k].category, "image", self.concepts[k].text, float(sim[k]))
+                       if hit else None)
+        return out
+
+
+class Moderator:
+    """Prompt filter + image filter. Build with ``from_config`` (a YAML path or mapping) or ``default``."""
+
+    def __init__(self, prompt_filter: PromptFilter, image_filter: ImageFilter):
+        self.prompt_filter, self.image_filter = prompt_filter, image_filter
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONFIG, clip=None) -> Moderator:
+        if not isinstance(config, Mapping):
+            path = Path(config)
+            if not path.is_file():
+                raise FileNotFoundError(f"moderation config not found: {path}")
+            config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        unknown = sorted(set(config) - {"prompt_categories", "image_concepts"})
+        if unknown:
+            raise ValueError(f"moderation config has unknown keys {unknown}: expected prompt_categories, image_concepts")
+        concepts = []
+        for i, c in enumerate(config.get("image_concepts") or []):
+            if set(c) != {"category", "text", "threshold"}:
+                raise ValueError(f"image_concepts[{i}] = {c}: expected keys category, text, threshold")
+            concepts.append(Concept(str(c["category"]), str(c["text"]), float(c["threshold"])))
+        return cls(PromptFilter(config.get("prompt_categories") or {}), ImageFilter(concepts, clip))
+
+    @classmethod
+    def default(cls, clip=None) -> Moderator:
+        return cls.from_config(DEFAULT_CONFIG, clip)
+
+    def check_prompt(self, text: str) -> ModerationResult | None:
+        hit = self.prompt_filter.check(text)
+        return None if hit is None else ModerationResult(hit[0], "prompt", hit[1])
+
+    def check_image_embeddings(self, image_emb: torch.Tensor) -> list[ModerationResult | None]:
+        return self.image_filter.check(image_emb)
+
+    def check_images(self, images) -> list[ModerationResult | None]:
+        """PIL images (or a [B, 3, H, W] tensor in [−1, 1]) → one result per image."""
+        if self.image_filter.clip is None:
+            raise RuntimeError("Moderator.check_images needs a FrozenCLIP")
+        clip = self.image_filter.clip
+        emb = clip.encode_image(images, value_range=(-1.0, 1.0)) if torch.is_tensor(images) else clip.encode_image(images)
+        return self.check_image_embeddings(emb)
+
+    def require_prompt_ok(self, text: str) -> None:
+        hit = self.check_prompt(text)
+        if hit is not None:
+            raise ModerationError(hit.category, "prompt", "the prompt contains a disallowed term")
+
+    def require_images_ok(self, image_emb: torch.Tensor) -> None:
+        for hit in self.check_image_embeddings(image_emb):
+            if hit is not None:
+                raise ModerationError(hit.category, "image", f"the image resembles {hit.match!r} "
+                                                             f"(similarity {hit.score:.3f})")

@@ -1,0 +1,228 @@
+"""UnCLIPPipeline: load a pipeline directory and run the cascade (Ramesh et al. 2022, Fig. 2).
+
+caption → CLIP text (z_t, tokens) → prior → z_i → 64-px decoder → sr256 → sr1024. Variations,
+interpolation and text diffs (§3) skip the prior and start from an image's z_i and DDIM-inverted
+noise; edits and outpainting live in ``editing.py``. Every image has its own seed, derived from
+(call seed, image index), so it is the same whatever the batch it is drawn in.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unclip.clip import FrozenCLIP
+from unclip.models import load_stage
+
+from . import stages as S
+from .editing import EditingMixin
+from .errors import InputError
+from .images import to_pil
+from .result import GenerationResult
+from .settings import PRESETS, PipelineSettings, resolve_settings
+
+Callback = Callable[[str, int, int, torch.Tensor], None]  # (stage, step, num_steps, x_t)
+UPSAMPLERS = (("sr256", 256), ("sr1024", 1024))
+MAX_N = 64
+
+
+class UnCLIPPipeline(EditingMixin):
+    """The unCLIP sampling pipeline over a directory ``clip/ prior/ decoder/ [sr256/ [sr1024/]]``."""
+
+    def __init__(self, clip: FrozenCLIP, stages: dict[str, S.Stage], pipeline_dir: str, *,
+                 settings: PipelineSettings, moderator=None):
+        self.clip, self.stages, self.pipeline_dir = clip, stages, pipeline_dir
+        self.settings, self.moderator = settings, moderator
+
+    @classmethod
+    def load(cls, pipeline_dir: str | os.PathLike, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32, settings: str | PipelineSettings | dict = "fast",
+             moderation: bool | str | os.PathLike | Any = True) -> UnCLIPPipeline:
+        """Load every stage present. ``dtype``: float32, or bfloat16 to run the networks under bf16
+        autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper", "fast"), PipelineSettings or overrides.
+        ``moderation``: True (configs/moderation/default.yaml), False (off, for research), a config
+        path, or a ``Moderator``."""
+        root = Path(pipeline_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"pipeline directory not found: {root}")
+        for required in ("clip", "prior", "decoder"):
+            if not (root / required).is_dir():
+                raise FileNotFoundError(f"pipeline directory {root} lacks {required}/ (expected clip/, prior/, "
+                                        "decoder/ and optionally sr256/, sr1024/)")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype={dtype}: expected torch.float32 or torch.bfloat16")
+        clip = FrozenCLIP.load(root / "clip", device=device)
+        stages = {}
+        for name in ("prior", "decoder", "sr256", "sr1024"):
+            if (root / name).is_dir():
+                spec, model = load_stage(root / name, device=device)
+                stages[name] = S.Stage(name, spec, model, spec.diffusion(), dtype)
+        if "sr1024" in stages and "sr256" not in stages:
+            raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
+        settings = resolve_settings(settings, PRESETS["fast"])
+        return cls(clip, stages, str(root.resolve()), settings=settings, moderator=_moderator(moderation, clip))
+
+    # ------------------------------------------------------------------ checks
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        out = [self.stages["decoder"].model.image_size]
+        out += [size for name, size in UPSAMPLERS if name in self.stages]
+        return tuple(out)
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
+
+    def _check_size(self, size) -> int:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in self.sizes:
+            raise InputError("size", f"size={size!r}: this pipeline produces {self.sizes}")
+        return size
+
+    @staticmethod
+    def _check_n(n) -> int:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            raise InputError("n", f"n={n!r}: expected an int in [1, {MAX_N}]")
+        return n
+
+    def _check_prompts(self, prompts, param: str = "prompt") -> list[str]:
+        items = [prompts] if isinstance(prompts, str) else prompts
+        if not isinstance(items, (list, tuple)) or not items:
+            raise InputError(param, f"expected a non-empty string or list of strings, got {prompts!r}")
+        for p in items:
+            if not isinstance(p, str) or not p.strip():
+                raise InputError(param, f"expected a non-empty string, got {p!r}")
+            if self.moderator is not None:
+                self.moderator.require_prompt_ok(p)
+        return list(items)
+
+    @staticmethod
+    def _seeds(seed: int | None, count: int, sample_seeds: Sequence[int] | None = None) -> tuple[int, list[int]]:
+        """(call seed, per-image seeds): image i uses derive_seed(seed, i)."""
+        if sample_seeds is not None:
+            if len(sample_seeds) != count or not all(isinstance(s, int) for s in sample_seeds):
+                raise InputError("seed", f"sample_seeds: expected {count} ints, one per image")
+            return -1 if seed is None else seed, list(sample_seeds)
+        if seed is None:
+            seed = secrets.randbits(62)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError("seed", f"seed={seed!r}: expected a non-negative int or None")
+        return seed, [S.derive_seed(seed, i) for i in range(count)]
+
+    # ------------------------------------------------------------------ stages
+
+    def _stage_cb(self, stage: str, callback: Callback | None, bar) -> S.StepCallback | None:
+        if callback is None and bar is None:
+            return None
+
+        def cb(step: int, total: int, x: torch.Tensor) -> None:
+            if bar is not None:
+                bar.total = bar.total or total
+                bar.update(1)
+            if callback is not None:
+                callback(stage, step, total, x)
+        return cb
+
+    def encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """CLIP z_t, tokens and mask (prior) and the decoder's caption input (features or ids)."""
+        emb, tokens, mask = self.clip.encode_text(prompts)
+        out = {"text_emb": emb, "text_tokens": tokens, "text_mask": mask}
+        if self.stages["decoder"].model.text.source.value == "ids":
+            out["dec_tokens"], out["dec_mask"] = self.clip.tokenize(prompts).to(self.device), None
+        else:
+            out["dec_tokens"], out["dec_mask"] = tokens, mask
+        return out
+
+    def _prior(self, text: dict, seeds, st: PipelineSettings, callback, bar) -> torch.Tensor:
+        return S.run_prior(self.stages["prior"], st.prior, text["text_emb"], text["text_tokens"], text["text_mask"],
+                           seeds, self._stage_cb("prior", callback, bar))
+
+    def _upsample(self, x: torch.Tensor, size: int, seeds, st: PipelineSettings, callback, bars, known=None,
+                  keep=None) -> torch.Tensor:
+        """64-px batch → ``size``; ``known``/``keep`` (at ``size``) are written back at every stage."""
+        from .images import resize_keep
+        for index, (name, out_size) in enumerate(UPSAMPLERS, start=2):
+            if size < out_size:
+                break
+            kn = kp = None
+            if known is not None:
+                kn = torch.nn.functional.interpolate(known, size=out_size, mode="area") if known.shape[-1] != out_size else known
+                kp = resize_keep(keep, out_size)
+            x = S.run_upsampler(self.stages[name], st.stage(name), x, seeds, index, known=kn, keep=kp,
+                                callback=self._stage_cb(name, callback, bars.get(name)))
+        return x
+
+    def _bars(self, progress: bool, names: Sequence[str], batches: int) -> dict:
+        if not progress:
+            return {}
+        from tqdm.auto import tqdm
+        return {n: tqdm(desc=n, total=0, dynamic_ncols=True, leave=True) for n in names}
+
+    def _finish(self, x: torch.Tensor, records: list[dict], bars: dict) -> GenerationResult:
+        for bar in bars.values():
+            bar.close()
+        images = to_pil(x)
+        flagged: list[str | None] = [None] * len(images)
+        if self.moderator is not None and self.moderator.image_filter.concepts:
+            hits = self.moderator.check_image_embeddings(self.clip.encode_image(images))
+            for i, hit in enumerate(hits):
+                if hit is not None:  # as diffusers' safety checker: black out, say which category
+                    images[i] = images[i].point(lambda _: 0)
+                    flagged[i] = hit.category
+                    records[i]["moderation"] = {"category": hit.category, "concept": hit.match, "score": hit.score}
+        return GenerationResult(images, records, flagged)
+
+    def _record(self, mode: str, seed: int, index: int, sample_seed: int, size: int, st: PipelineSettings,
+                **extra) -> dict[str, Any]:
+        return {"mode": mode, **extra, "seed": seed, "index": index, "sample_seed": sample_seed, "size": size,
+                "settings": st.to_dict(), "pipeline_dir": self.pipeline_dir}
+
+    # ------------------------------------------------------------------ text → image
+
+    @torch.no_grad()
+    def generate(self, prompts: str | list[str], n: int = 1, size: int = 64, seed: int | None = None,
+                 settings=None, callback: Callback | None = None, progress: bool = False,
+                 sample_seeds: Sequence[int] | None = None) -> GenerationResult:
+        """n images per prompt (prompt-major): prior → decoder → upsamplers up to ``size``.
+        ``sample_seeds`` (one per image) overrides ``seed``; a record's ``sample_seed`` remakes its image."""
+        prompts, n, size = self._check_prompts(prompts), self._check_n(n), self._check_size(size)
+        st = resolve_settings(settings, self.settings)
+        flat = [p for p in prompts for _ in range(n)]
+        seed, seeds = self._seeds(seed, len(flat), sample_seeds)
+        names = ["prior", "decoder"] + [nm for nm, s in UPSAMPLERS if s <= size]
+        bars = self._bars(progress, names, 1)
+        outs = []
+        for lo in range(0, len(flat), st.batch_size):
+            chunk, cs = flat[lo:lo + st.batch_size], seeds[lo:lo + st.batch_size]
+            text = self.encode_text(chunk)
+            z_i = self._prior(text, cs, st, callback, bars.get("prior"))
+            x = S.run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
+                              callback=self._stage_cb("decoder", callback, bars.get("decoder")))
+            outs.append(self._upsample(x, size, cs, st, callback, bars))
+        records = [self._record("generate", seed, i, s, size, st, prompt=p) for i, (p, s) in enumerate(zip(flat, seeds))]
+        return self._finish(torch.cat(outs), records, bars)
+
+    def reproduce(self, record: dict[str, Any], **inputs) -> GenerationResult:
+        """Make a record's image again (``inputs``: the image(s)/mask of the modes that take them)."""
+        st = PipelineSettings.from_dict(record["settings"])
+        if record["mode"] != "generate":
+            raise InputError("record", "reproduce() remakes 'generate' records; call the mode's method with the "
+                                       "recorded inputs, seed and settings for the others")
+        return self.generate(record["prompt"], 1, record["size"], settings=st, sample_seeds=[record["sample_seed"]])
+
+
+def _moderator(moderation, clip):
+    from unclip.moderation import Moderator
+    if moderation is False or moderation is None:
+        return None
+    if moderation is True:
+        return Moderator.default(clip)
+    if isinstance(moderation, Moderator):
+        if moderation.image_filter.clip is None:
+            moderation.image_filter.clip = clip
+        return moderation
+    return Moderator.from_config(moderation, clip)

@@ -1,0 +1,28 @@
+"""What every pipeline entry point returns: the images and a record per image to make it again."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass
+class GenerationResult:
+    """``images[i]`` is an RGB PIL image; ``records[i]`` its JSON-serialisable record (mode, prompt,
+    seed, index, sample_seed, size, settings, pipeline_dir, plus mode-specific inputs).
+    For ``generate`` the order is prompt-major: prompt 0's n images, then prompt 1's, ...
+    ``flagged[i]`` is the output-moderation category of image i (its pixels were blacked out) or None."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    flagged: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def extend(self, other: GenerationResult) -> GenerationResult:
+        self.images += other.images
+        self.records += other.records
+        self.flagged += other.flagged
+        return self
