@@ -1,0 +1,148 @@
+"""Servers with other settings: image moderation that flags every upload, a per-request timeout, prompt
+logging turned on, and the documented entry point (sample/serve.py) run as a subprocess."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from .conftest import FAST, serve
+from .helpers import image_of, png_bytes
+
+KEY = "sk-limits-test"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def strict_server(pipeline_dir, tmp_path_factory, monkeypatch_module):
+    """Moderation: one custom prompt term, and an image concept every image is closer to than -1."""
+    cfg = tmp_path_factory.mktemp("moderation") / "strict.yaml"
+    cfg.write_text("prompt_categories:\n  violence: [forbiddenword]\n"
+                   "image_concepts:\n  - {category: sexual, text: 'anything at all', threshold: -1.0}\n")
+    monkeypatch_module.setenv("UNCLIP_LIMITS_KEYS", f"sk-other, {KEY}")
+    from unclip.server import ServerConfig
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=cfg, api_keys_env="UNCLIP_LIMITS_KEYS",
+                          log_prompts=True, default_size="64x64")
+    with serve(config) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_moderation_of_uploaded_images(strict_server):
+    c = _client(strict_server)
+    for call in (lambda: c.images.create_variation(image=("a.png", png_bytes(mode="RGB", hole=False), "image/png")),
+                 lambda: c.images.edit(image=("a.png", png_bytes(), "image/png"), prompt="a red star")):
+        with pytest.raises(openai.BadRequestError) as info:
+            call()
+        assert info.value.code == "content_policy_violation" and info.value.param == "image"
+
+
+def test_custom_prompt_term_and_prompt_logging(strict_server, caplog):
+    caplog.set_level(logging.INFO, logger="unclip.server")
+    c = _client(strict_server)
+    with pytest.raises(openai.BadRequestError) as info:
+        c.images.generate(prompt="a Forbidden-Word on a hill")
+    assert info.value.code == "content_policy_violation" and info.value.param == "prompt"
+    assert 'prompt="a Forbidden-Word on a hill"' in caplog.text  # log_prompts=True on this server
+    assert KEY not in caplog.text
+
+
+def test_request_timeout_is_504_and_abandoned_work_is_dropped(pipeline_dir):
+    from unclip.server import ServerConfig
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=False, allow_no_auth=True,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", request_timeout_s=0.02)
+    with serve(config) as url:
+        c = _client(url)
+        with pytest.raises(openai.InternalServerError) as info:
+            c.images.generate(prompt="a red star", n=4, size="256x256")
+        assert info.value.status_code == 504 and info.value.code == "timeout"
+        deadline = time.monotonic() + 30
+        while (stats := httpx.get(f"{url}/health").json()["queue"])["admitted"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stats["admitted"] == 0 and stats["alive"]
+        assert stats["images_made"] == 0  # dropped from the queue or aborted mid-sampling, never finished
+        assert [m.id for m in c.models.list().data][0] == "dall-e-2"  # open server: no key needed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_entry_point_serves(pipeline_dir, tmp_path):
+    import json
+    port = _free_port()
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{KEY}\n")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "sample" / "serve.py"), str(pipeline_dir), "--port", str(port),
+         "--settings", json.dumps(FAST), "--threads", "1", "--default-size", "64x64", "--api-keys-file", str(keys),
+         "--queue-size", "4"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.2)
+        r = _client(f"http://127.0.0.1:{port}").images.generate(prompt="a small red star", n=2)
+        assert [image_of(d).size for d in r.data] == [(64, 64), (64, 64)]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -15), out  # uvicorn re-raises SIGTERM after a clean shutdown
+    assert "Application shutdown complete" in out
+    assert "POST /v1/images/generations 200" in out and "images=2" in out
+    assert KEY not in out and "small red star" not in out
+
+
+def test_queued_generations_of_one_size_share_a_pipeline_call(pipeline_dir):
+    import concurrent.futures
+    import threading
+
+    from unclip.server import ServerConfig
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=False, allow_no_auth=True,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", queue_size=8, max_batch_images=8)
+    with serve(config) as url:
+        c = _client(url)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            slow = pool.submit(c.images.generate, prompt="a slow one", n=4, size="256x256", response_format="b64_json")
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/health").json()["queue"]["admitted"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # wait until the worker holds the slow request
+            barrier = threading.Barrier(3)
+
+            def quick(n):
+                barrier.wait()
+                return c.images.generate(prompt=f"{n} quick ones", n=n, size="64x64", response_format="b64_json")
+
+            quick_results = list(pool.map(quick, [1, 2, 3]))
+            assert len(slow.result().data) == 4
+        assert [[image_of(d).size for d in r.data] for r in quick_results] == [[(64, 64)] * n for n in (1, 2, 3)]
+        stats = httpx.get(f"{url}/health").json()["queue"]
+        assert stats["images_made"] == 10 and stats["batches_run"] < 4, stats  # 4 requests, fewer calls

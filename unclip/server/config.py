@@ -1,0 +1,53 @@
+"""Settings of the Images API server: one frozen dataclass, filled by sample/serve.py or a test."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+API_SIZES = (256, 512, 1024)  # the sizes the OpenAI Images API (dall-e-2) accepts
+EXTENSION_SIZES = (64,)  # ours: the 64 px decoder output, for pipelines without upsamplers worth waiting for
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    pipeline_dir: Path
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | bfloat16 (network weights; the sampling math stays float32)
+    settings: str | dict = "fast"  # stage-settings preset of UnCLIPPipeline (or an override dict)
+    moderation: bool | str | Path = True  # True: configs/moderation/default.yaml; False: off; or a config path
+    torch_threads: int | None = None  # intra-op threads of the worker (None: torch's default)
+    model_name: str | None = None  # the name /v1/models lists besides "dall-e-2"; default: the pipeline dir's name
+    default_size: str = "1024x1024"  # the API's default; a pipeline without sr1024 answers it with 400
+
+    # auth: keys from a file (one per line, '#' comments) and/or an environment variable (comma-separated)
+    api_keys_file: Path | None = None
+    api_keys_env: str = "UNCLIP_API_KEYS"
+    allow_no_auth: bool = False  # refuse to start without keys unless this is set
+
+    # queue and limits
+    queue_size: int = 16  # requests admitted at once (waiting or running); more -> 429
+    max_batch_images: int = 16  # images one batched pipeline call may hold
+    request_timeout_s: float = 600.0  # a request still queued or running after this -> 504
+    retry_after_s: int = 5  # Retry-After of a 429
+    max_upload_bytes: int = 4 * 1024 * 1024  # per image/mask, "less than 4 MB" like the API
+    max_request_bytes: int = 9 * 1024 * 1024  # whole body (image + mask + fields); more -> 413 before reading it
+    max_image_side: int = 4096  # decompression-bomb guard: larger PNG headers are refused before decoding
+
+    # served URLs
+    url_ttl_s: float = 3600.0  # 60 minutes, like the API
+    url_store_max_bytes: int = 1 << 30  # oldest images are dropped beyond this
+    public_url: str | None = None  # e.g. https://images.example.com; default: the request's own base URL
+
+    # logging
+    log_prompts: bool = False  # prompts are never logged unless this is set
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.max_batch_images < 1:
+            raise ValueError(f"max_batch_images must be >= 1, got {self.max_batch_images}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.max_upload_bytes >= self.max_request_bytes:
+            raise ValueError("max_request_bytes must exceed max_upload_bytes (an upload travels inside a request)")
