@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.pipeline import PRESETS, GenerationResult, PipelineSettings, UnCLIPPipeline
+from unclip.pipeline import PRESETS, GenerationResult, InputError, PipelineSettings, UnCLIPPipeline
 
 from .conftest import FAST
 
@@ -79,3 +79,26 @@ def test_settings_roundtrip_and_typos():
     assert PipelineSettings.from_dict(s.to_dict()) == s
     with pytest.raises(ValueError, match="stepz"):
         PRESETS["fast"].replace({"decoder": {"stepz": 9}})
+
+
+def test_image_embeds_replace_the_prior(pipe):
+    """§5.1 ablations: the decoder fed z_t ("text") or given image embeddings skips the prior."""
+    seen = []
+    r = pipe.generate(["a red star", "a blue circle"], seed=4, image_embeds="text",
+                      callback=lambda s, i, n, x: seen.append(s))
+    assert "prior" not in seen and "decoder" in seen and r.records[0]["image_embeds"] == "text"
+    again = pipe.reproduce(r.records[1])
+    assert np.abs(_arr(again.images[0]) - _arr(r.images[1])).max() <= 2
+    z = torch.nn.functional.normalize(torch.randn(2, pipe.clip.embed_dim), dim=-1)
+    fed = []  # the z_i the decoder network is called with (observed, not replaced)
+    hook = pipe.stages["decoder"].model.register_forward_pre_hook(
+        lambda mod, args, kwargs: fed.append(kwargs["image_emb"][:2].clone()), with_kwargs=True)
+    try:
+        a = pipe.generate(["a red star", "a red star"], seed=4, image_embeds=z,
+                          settings={"decoder": {"guidance_scale": 1.0}})
+    finally:
+        hook.remove()
+    assert a.records[0]["image_embeds"] == "given"
+    assert fed and all(torch.allclose(f, z) for f in fed)
+    with pytest.raises(InputError, match="image_embeds"):
+        pipe.generate("a red star", image_embeds=torch.zeros(3, pipe.clip.embed_dim))

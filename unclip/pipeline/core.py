@@ -186,33 +186,54 @@ class UnCLIPPipeline(EditingMixin):
     @torch.no_grad()
     def generate(self, prompts: str | list[str], n: int = 1, size: int = 64, seed: int | None = None,
                  settings=None, callback: Callback | None = None, progress: bool = False,
-                 sample_seeds: Sequence[int] | None = None) -> GenerationResult:
+                 sample_seeds: Sequence[int] | None = None,
+                 image_embeds: torch.Tensor | str | None = None) -> GenerationResult:
         """n images per prompt (prompt-major): prior → decoder → upsamplers up to ``size``.
-        ``sample_seeds`` (one per image) overrides ``seed``; a record's ``sample_seed`` remakes its image."""
+        ``sample_seeds`` (one per image) overrides ``seed``; a record's ``sample_seed`` remakes its image.
+        ``image_embeds`` replaces the prior (the paper's §5.1 ablations): ``"text"`` feeds the decoder the
+        CLIP text embedding z_t, a tensor [len(prompts)·n, D] feeds it given CLIP image embeddings."""
         prompts, n, size = self._check_prompts(prompts), self._check_n(n), self._check_size(size)
         st = resolve_settings(settings, self.settings)
         flat = [p for p in prompts for _ in range(n)]
         seed, seeds = self._seeds(seed, len(flat), sample_seeds)
-        names = ["prior", "decoder"] + [nm for nm, s in UPSAMPLERS if s <= size]
+        source = self._check_image_embeds(image_embeds, len(flat))
+        names = (["prior"] if source == "prior" else []) + ["decoder"] + [nm for nm, s in UPSAMPLERS if s <= size]
         bars = self._bars(progress, names, 1)
         outs = []
         for lo in range(0, len(flat), st.batch_size):
             chunk, cs = flat[lo:lo + st.batch_size], seeds[lo:lo + st.batch_size]
             text = self.encode_text(chunk)
-            z_i = self._prior(text, cs, st, callback, bars.get("prior"))
+            if source == "prior":
+                z_i = self._prior(text, cs, st, callback, bars.get("prior"))
+            elif source == "text":
+                z_i = text["text_emb"]
+            else:
+                z_i = image_embeds[lo:lo + st.batch_size].to(self.device, torch.float32)
             x = S.run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
                               callback=self._stage_cb("decoder", callback, bars.get("decoder")))
             outs.append(self._upsample(x, size, cs, st, callback, bars))
-        records = [self._record("generate", seed, i, s, size, st, prompt=p) for i, (p, s) in enumerate(zip(flat, seeds))]
+        records = [self._record("generate", seed, i, s, size, st, prompt=p, image_embeds=source)
+                   for i, (p, s) in enumerate(zip(flat, seeds))]
         return self._finish(torch.cat(outs), records, bars)
+
+    def _check_image_embeds(self, image_embeds, count: int) -> str:
+        if image_embeds is None or (isinstance(image_embeds, str) and image_embeds in ("prior", "text")):
+            return image_embeds or "prior"
+        dim = self.clip.embed_dim
+        if not isinstance(image_embeds, torch.Tensor) or tuple(image_embeds.shape) != (count, dim):
+            got = tuple(image_embeds.shape) if isinstance(image_embeds, torch.Tensor) else repr(image_embeds)
+            raise InputError("image_embeds", f"expected 'prior', 'text' or a tensor of shape ({count}, {dim}) "
+                                             f"(one CLIP image embedding per image), got {got}")
+        return "given"
 
     def reproduce(self, record: dict[str, Any], **inputs) -> GenerationResult:
         """Make a record's image again (``inputs``: the image(s)/mask of the modes that take them)."""
         st = PipelineSettings.from_dict(record["settings"])
-        if record["mode"] != "generate":
+        if record["mode"] != "generate" or record.get("image_embeds", "prior") == "given":
             raise InputError("record", "reproduce() remakes 'generate' records; call the mode's method with the "
                                        "recorded inputs, seed and settings for the others")
-        return self.generate(record["prompt"], 1, record["size"], settings=st, sample_seeds=[record["sample_seed"]])
+        return self.generate(record["prompt"], 1, record["size"], settings=st, sample_seeds=[record["sample_seed"]],
+                             image_embeds=record.get("image_embeds", "prior"))
 
 
 def _moderator(moderation, clip):
