@@ -2,7 +2,8 @@
 
 unCLIP keeps CLIP frozen; no pretrained CLIP can be downloaded on our machines, so a tiny one is
 trained here on `shapes` (Radford et al. 2021, symmetric InfoNCE via open_clip's ``ClipLoss``).
-This is the one stage that is not diffusion; the general stage loop lands with the training issue.
+``train_clip_contrastive`` is the small standalone trainer (``tools/demo.py``); training jobs run the
+``clip`` stage of the one loop (``unclip.training.stages.clip``), which reuses ``evaluate_retrieval``.
 """
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def evaluate_retrieval(clip, shards, *, max_samples: int = 512, batch_size: int 
     from unclip.data.wds import shard_pipeline
     from unclip.metrics import retrieval_top1
 
-    pipeline = shard_pipeline(shards, batch_size=batch_size, fields=("image", "caption"), shuffle_shards=False)
+    pipeline = shard_pipeline(shards, batch_size=batch_size, fields=("image", "caption"), shuffle_shards=False,
+                              rank=0, world_size=1)  # every shard, also when called on rank 0 of a DDP run
     image_embs, text_embs, seen = [], [], 0
     for images, captions in pipeline:
         image_embs.append(clip.encode_image(images, value_range=(-1.0, 1.0)))

@@ -1,0 +1,80 @@
+"""Webdataset reader for precomputed CLIP embedding shards (``unclip.data.embeddings`` layout), for
+training the prior. The same visible stages as ``wds.shard_pipeline``, reusing its pieces::
+
+    shards -> epoch-seeded shard shuffle -> split by node -> split by worker
+    -> tar -> samples (log-and-count handler) -> seeded sample shuffle
+    -> decode .npy fields to tensors -> batch (stacked tensors + list of captions)
+
+A batch is ``{"text_emb": [B, D] f32, "text_tokens": [B, L, W] f32, "text_mask": [B, L] bool,
+"image_emb": [B, D] f32, "caption": list[str]}``.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from .embeddings import ARRAY_FIELDS
+from .wds import (BadSample, EpochResampledShards, EpochSampleShuffle, EpochShardShuffle, LogAndCount, SharedEpoch,
+                  ShardPipeline, SplitByNode, SplitByWorker, dist_info, resolve_shards)
+
+
+def decode_embedding_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Raw tar sample -> tensors; raises BadSample naming the key and shard on a missing/bad field."""
+    key, url = sample.get("__key__"), sample.get("__url__")
+    out: dict[str, Any] = {}
+    try:
+        for f in ARRAY_FIELDS:
+            arr = np.load(io.BytesIO(sample[f"{f}.npy"]), allow_pickle=False)
+            out[f] = torch.from_numpy(arr.astype(np.bool_ if f == "text_mask" else np.float32))
+        out["caption"] = sample["txt"].decode("utf-8") if "txt" in sample else ""
+    except Exception as exn:
+        raise BadSample(f"embedding sample {key!r} in {url}: {type(exn).__name__}: {exn}") from exn
+    return out
+
+
+def collate_embeddings(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    batch: dict[str, Any] = {f: torch.stack([s[f] for s in samples]) for f in ARRAY_FIELDS}
+    batch["caption"] = [s["caption"] for s in samples]
+    return batch
+
+
+def embedding_pipeline(
+    shards: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    batch_size: int | None = None,
+    partial_batches: bool = True,
+    shuffle_shards: bool = True,
+    shuffle_buffer: int = 0,
+    resampled: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    handler: LogAndCount | None = None,
+) -> ShardPipeline:
+    """Embedding shards (a directory of ``*.tar``, pattern, glob or list) -> samples or batches."""
+    urls = resolve_shards(shards)
+    rank, world_size = dist_info(rank, world_size)
+    if not resampled and len(urls) < world_size:
+        raise ValueError(f"{len(urls)} embedding shards cannot feed {world_size} ranks: write more shards "
+                         "or use resampled=True")
+    shared_epoch, handler = SharedEpoch(epoch), handler or LogAndCount()
+    if resampled:
+        source = [EpochResampledShards(urls, seed, shared_epoch, rank, world_size)]
+    else:
+        source = [wds.SimpleShardList(urls), EpochShardShuffle(seed, shared_epoch) if shuffle_shards else None,
+                  SplitByNode(rank, world_size), SplitByWorker()]
+    stages = [
+        *source,
+        wds.tarfile_to_samples(handler=handler),
+        EpochSampleShuffle(shuffle_buffer, seed, shared_epoch, rank) if shuffle_buffer > 1 else None,
+        wds.map(decode_embedding_sample, handler=handler),
+        wds.batched(batch_size, collation_fn=collate_embeddings, partial=partial_batches) if batch_size else None,
+    ]
+    return ShardPipeline([s for s in stages if s is not None], shared_epoch, handler, urls)

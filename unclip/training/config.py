@@ -1,0 +1,139 @@
+"""Structured schemas of the training configs, registered in Hydra's ConfigStore.
+
+``configs/train.yaml`` starts its defaults list with ``train_schema``, so the composed config is
+typed and in struct mode: an unknown or misspelled key (in a YAML file or a command-line override)
+fails at start with Hydra/OmegaConf's message naming the key and the schema it is not in.
+
+Paper hyperparameters are the ``stage`` group's defaults (Ramesh et al. 2022, Table 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+STAGE_NAMES = ("clip", "prior", "decoder", "sr256", "sr1024")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1.2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.0  # applied to ≥2-d weights only
+    warmup_steps: int = 0  # linear warm-up, then `schedule`
+    schedule: str = "constant"  # "constant" | "cosine" (to 0 at the last step)
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.9999  # 0 disables (EMA = the live weights)
+    warmup: bool = True  # decay_t = min(decay, (1 + t) / (10 + t)) so early EMA tracks the weights
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING  # one of STAGE_NAMES
+    schedule: Optional[str] = None  # None: the paper's (cosine; linear for sr1024)
+    num_timesteps: int = 1000
+    loss: str = "mse"  # "mse" | "hybrid" (learned σ, Nichol & Dhariwal 2021)
+    corruption: str = "none"  # upsamplers: "blur" (sr256) | "bsr" (sr1024) | "none"
+    normalizer: str = "stats"  # prior: "stats" (z_i standardised with data statistics) | "fixed" (preset scale)
+    gamma_steps: int = 64  # prior: analytic-DPM Γ stored in the release for this many sampling steps
+    gamma_samples: int = 256  # prior: held-out embeddings used to estimate Γ
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"  # tiny | base | paper (clip: tiny -> unclip-tiny, base -> unclip-small)
+    overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change
+
+
+@dataclass
+class DataConfig:
+    shards: Any = MISSING  # brace pattern, glob, directory or list (prior: embedding shards)
+    val_shards: Any = None  # held-out shards for sample grids / retrieval / Γ (None: the train shards)
+    resolution: Optional[int] = None  # upsamplers: decode the `{r}.png` member (shards with extra resolutions)
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    resampled: bool = False  # draw shards with replacement (fewer shards than ranks × workers)
+
+
+@dataclass
+class TrainerConfig:
+    strategy: str = "auto"  # "auto" (ddp when world > 1) | "none" | "ddp" | "fsdp" (FSDP2 fully_shard)
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    micro_batch: Optional[int] = None  # per-rank batch per micro-step (None: batch_size / world)
+    backend: str = "auto"  # "auto" (nccl on GPU, gloo on CPU) | "gloo" | "nccl"
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # "wandb" | "none"
+    project: str = "unclip"
+    mode: str = "offline"  # wandb mode; "offline" writes a run dir that `wandb sync` uploads later
+    every_steps: int = 10
+    progress: bool = True  # tqdm bar on rank 0
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 1000
+    keep: int = 3  # the last K checkpoints are kept
+    resume: bool = False  # resume from the latest checkpoint in run_dir (or the newest sibling run)
+
+
+@dataclass
+class SampleConfig:
+    every_steps: int = 0  # sample grid / evaluation every M steps (0: only at the end; -1: never)
+    n: int = 8
+    steps: int = 25  # sampling steps for the grid (respaced)
+    guidance_scale: float = 1.0
+
+
+@dataclass
+class ClipRefConfig:
+    path: Optional[str] = None  # a saved FrozenCLIP directory (pipeline clip/); None: `arch`, random weights
+    arch: str = "unclip-tiny"
+
+
+@dataclass
+class TrainConfig:
+    stage: StageConfig = field(default_factory=StageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    clip: ClipRefConfig = field(default_factory=ClipRefConfig)
+    seed: int = 0
+    batch_size: int = 32  # global batch = micro_batch × world × accumulation
+    total_samples: int = 100_000  # training length in samples seen (steps = ceil(total / batch_size))
+    max_nonfinite: int = 10  # this many non-finite losses in a row stop the run
+    run_dir: str = MISSING
+    export_dir: Optional[str] = None  # also write the EMA release to <export_dir>/<stage>/ at the end
+    name: Optional[str] = None  # run name for the logger
+
+
+def register_configs() -> None:
+    """Register the schema; ``configs/train.yaml`` lists ``train_schema`` first in its defaults."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def validate_config(cfg) -> None:
+    """Check a composed config against the schema again (catches keys forced in with ``+key=``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.to_container(cfg, resolve=False))
+    except ConfigKeyError as err:
+        raise ValueError(f"unknown config key: {err.msg if hasattr(err, 'msg') else err}") from None

@@ -1,0 +1,75 @@
+"""Pieces the diffusion stages share: the diffusion objective, the stage spec, the frozen CLIP."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from unclip.clip import FrozenCLIP
+from unclip.diffusion import Denoiser, HybridLoss, MSELoss
+from unclip.models import StageSpec
+
+log = logging.getLogger(__name__)
+
+
+def stage_spec(cfg, **dims) -> StageSpec:
+    """The StageSpec of this run: preset + overrides (+ CLIP dims that differ from the preset)."""
+    from unclip.models import get_preset
+
+    overrides = dict(cfg.model.overrides)
+    base = get_preset(cfg.stage.name, cfg.model.preset, **overrides)
+    for k, v in dims.items():
+        if getattr(base, k) != v:
+            overrides[k] = v
+    return StageSpec(stage=cfg.stage.name, preset=cfg.model.preset, overrides=overrides,
+                     schedule=cfg.stage.schedule, num_timesteps=cfg.stage.num_timesteps)
+
+
+class DiffusionObjective:
+    """Draw t ~ U{0..T−1} and ε ~ N(0, I), noise x0 with q_sample, and return the stage's per-sample
+    loss (MSE on the spec's target, or the hybrid loss for learned σ) [B]."""
+
+    def __init__(self, spec: StageSpec, loss: str):
+        self.spec, self.diffusion = spec, spec.diffusion()
+        if loss == "hybrid":
+            if not spec.learned_variance:
+                raise ValueError(f"stage.loss=hybrid needs a {spec.stage} preset with learned_sigma=true")
+            self.loss = HybridLoss(self.diffusion, target=spec.mean_type)
+        elif loss == "mse":
+            self.loss = MSELoss(self.diffusion, target=spec.mean_type)
+        else:
+            raise ValueError(f"stage.loss={loss!r}: expected 'mse' or 'hybrid'")
+
+    def __call__(self, model: nn.Module, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
+        b, dev = x0.shape[0], x0.device
+        t = torch.randint(0, self.diffusion.num_timesteps, (b,), generator=generator).to(dev)  # [B]
+        noise = torch.randn(x0.shape, generator=generator).to(dev)  # same draws on any device
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        denoiser = Denoiser(model, self.diffusion.alphas_cumprod, mean_type=self.spec.mean_type,
+                            learned_variance=self.spec.learned_variance)
+        pred = denoiser(x_t, t, **cond)
+        return self.loss(pred, x0.float(), x_t.float(), t, noise.float())  # [B]
+
+
+def load_clip(cfg, device: torch.device) -> FrozenCLIP:
+    """The frozen CLIP of ``cfg.clip``: a saved FrozenCLIP directory, else ``arch`` with random weights."""
+    if cfg.clip.path:
+        return FrozenCLIP.load(cfg.clip.path, device=device)
+    log.warning("clip.path is not set: using %s with RANDOM weights (fine for tests; train the clip stage "
+                "or pass clip.path=<pipeline>/clip for real runs)", cfg.clip.arch)
+    torch.manual_seed(cfg.seed)  # the same random CLIP on every rank
+    return FrozenCLIP.create(cfg.clip.arch, device=device)
+
+
+def cycle_first(pipeline, n: int) -> list:
+    """The first batches of a pipeline holding at least ``n`` samples (for fixed eval batches)."""
+    out, seen = [], 0
+    for batch in pipeline:
+        out.append(batch)
+        seen += len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch["caption"])
+        if seen >= n:
+            break
+    if not out:
+        raise ValueError("the validation shards hold no samples")
+    return out
