@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from sample.common import load_pipeline, rank_world, save_result
 from sample.schema import register
-from unclip.pipeline import PipelineSettings, derive_seed
+from unclip.pipeline import derive_seed
 
 register()
 

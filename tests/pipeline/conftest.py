@@ -1,21 +1,11 @@
 """Tiny random-weight pipelines shared by the pipeline tests (built once per session)."""
 import pytest
-import torch
 
 from unclip.pipeline import UnCLIPPipeline, build_random_pipeline
 
 # Few steps: random weights make noise at any step count; the code paths are what is tested.
 FAST = {"prior": {"steps": 4}, "decoder": {"steps": 4}, "sr256": {"steps": 2}, "sr1024": {"steps": 1},
         "repaint_resample": 2}
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    """Tiny networks are per-op-overhead bound: one intra-op thread is fastest on the shared 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import uvicorn
 from openai import OpenAI
 
@@ -23,15 +22,6 @@ FAST = {"preset": "fast", "prior": {"sampler": "ddim", "steps": 1, "n_candidates
         "decoder": {"sampler": "ddim", "steps": 1}, "sr256": {"sampler": "ddim", "steps": 1}, "repaint_resample": 1}
 QUEUE_SIZE = 2
 URL_TTL_S = 3.0
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    """Tiny networks are per-op-overhead bound: one intra-op thread is fastest on the shared 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

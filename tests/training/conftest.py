@@ -13,14 +13,6 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = str(REPO / "configs")
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict[str, str]:
     """64-px train/val shards (2 train shards, so 2 ranks split them), 256/1024-px shards, embeddings."""

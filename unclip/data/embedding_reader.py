@@ -20,8 +20,7 @@ import torch
 import webdataset as wds
 
 from .embeddings import ARRAY_FIELDS
-from .wds import (BadSample, EpochResampledShards, EpochSampleShuffle, EpochShardShuffle, LogAndCount, SharedEpoch,
-                  ShardPipeline, SplitByNode, SplitByWorker, dist_info, resolve_shards)
+from .wds import BadSample, LogAndCount, ShardPipeline, build_pipeline, resolve_shards
 
 
 def decode_embedding_sample(sample: dict[str, Any]) -> dict[str, Any]:
@@ -59,22 +58,7 @@ def embedding_pipeline(
     handler: LogAndCount | None = None,
 ) -> ShardPipeline:
     """Embedding shards (a directory of ``*.tar``, pattern, glob or list) -> samples or batches."""
-    urls = resolve_shards(shards)
-    rank, world_size = dist_info(rank, world_size)
-    if not resampled and len(urls) < world_size:
-        raise ValueError(f"{len(urls)} embedding shards cannot feed {world_size} ranks: write more shards "
-                         "or use resampled=True")
-    shared_epoch, handler = SharedEpoch(epoch), handler or LogAndCount()
-    if resampled:
-        source = [EpochResampledShards(urls, seed, shared_epoch, rank, world_size)]
-    else:
-        source = [wds.SimpleShardList(urls), EpochShardShuffle(seed, shared_epoch) if shuffle_shards else None,
-                  SplitByNode(rank, world_size), SplitByWorker()]
-    stages = [
-        *source,
-        wds.tarfile_to_samples(handler=handler),
-        EpochSampleShuffle(shuffle_buffer, seed, shared_epoch, rank) if shuffle_buffer > 1 else None,
-        wds.map(decode_embedding_sample, handler=handler),
-        wds.batched(batch_size, collation_fn=collate_embeddings, partial=partial_batches) if batch_size else None,
-    ]
-    return ShardPipeline([s for s in stages if s is not None], shared_epoch, handler, urls)
+    tail = [wds.batched(batch_size, collation_fn=collate_embeddings, partial=partial_batches) if batch_size else None]
+    return build_pipeline(resolve_shards(shards), decode_embedding_sample, tail, shuffle_shards=shuffle_shards,
+                          shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch, rank=rank,
+                          world_size=world_size, handler=handler)

@@ -38,7 +38,7 @@ import logging
 import multiprocessing
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -330,13 +330,35 @@ def shard_pipeline(
     """
     if image_format not in ("torch", "pil"):
         raise ValueError(f"image_format must be 'torch' or 'pil', got {image_format!r}")
-    urls = resolve_shards(shards, split)
+    decode = partial(decode_sample, image_format=image_format, resolutions=tuple(resolutions))
+    tail = [wds.map(partial(pick_fields, fields=tuple(fields))) if fields else None,
+            wds.batched(batch_size, partial=partial_batches) if batch_size else None]
+    return build_pipeline(resolve_shards(shards, split), decode, tail, shuffle_shards=shuffle_shards,
+                          shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch, rank=rank,
+                          world_size=world_size, handler=handler)
+
+
+def build_pipeline(
+    urls: list[str],
+    decode: Callable[[dict], dict],
+    tail: Sequence[Any | None] = (),
+    *,
+    shuffle_shards: bool = True,
+    shuffle_buffer: int = 0,
+    resampled: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    handler: LogAndCount | None = None,
+) -> ShardPipeline:
+    """The stage list every shard reader shares: shards → (shuffle → node/worker split | resampled) →
+    tar samples → optional shuffle buffer → ``decode`` (bad samples counted and skipped) → ``tail``."""
     rank, world_size = dist_info(rank, world_size)
     if not resampled and len(urls) < world_size:
         raise ValueError(f"{len(urls)} shards cannot feed {world_size} ranks: write more shards or use resampled=True")
     shared_epoch = SharedEpoch(epoch)
     handler = handler or LogAndCount()
-
     if resampled:
         source = [EpochResampledShards(urls, seed, shared_epoch, rank, world_size)]
     else:
@@ -350,8 +372,7 @@ def shard_pipeline(
         *source,
         wds.tarfile_to_samples(handler=handler),
         EpochSampleShuffle(shuffle_buffer, seed, shared_epoch, rank) if shuffle_buffer > 1 else None,
-        wds.map(partial(decode_sample, image_format=image_format, resolutions=tuple(resolutions)), handler=handler),
-        wds.map(partial(pick_fields, fields=tuple(fields))) if fields else None,
-        wds.batched(batch_size, partial=partial_batches) if batch_size else None,
+        wds.map(decode, handler=handler),
+        *tail,
     ]
     return ShardPipeline([s for s in stages if s is not None], shared_epoch, handler, urls)
