@@ -14,6 +14,7 @@ import json
 import math
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,26 +118,9 @@ def create_study(
         raise StudyError(f"pairs_per_prompt must be ≥ 1, got {pairs_per_prompt}")
     if not 0.0 <= check_fraction <= 1.0:
         raise StudyError(f"check_fraction must be in [0, 1], got {check_fraction}")
-    sets: list[SampleSet] = [load_sample_dir(s, d) for s, d in sample_dirs]
-    prompts = check_matching(sets)
+    sets, prompts, messages = _load_systems(sample_dirs)
     rng = random.Random(seed)
-    messages = [f"system {s.system!r}: skipped {len(s.skipped)} PNG(s) without a sidecar (e.g. contact sheets)"
-                for s in sets if s.skipped]
-
-    diversity_prompts = []
-    if Question.DIVERSITY in qs:
-        for p in prompts:
-            short = {s.system: len(s.by_prompt[p]) for s in sets if len(s.by_prompt[p]) < GRID_N}
-            if short:
-                messages.append(f"diversity: skipped prompt {p!r}: needs ≥{GRID_N} images per system, got {short}")
-            else:
-                diversity_prompts.append(p)
-        if not diversity_prompts:
-            messages.append(f"diversity: question dropped, no prompt has ≥{GRID_N} images in every system")
-            qs.remove(Question.DIVERSITY)
-            if not qs:
-                raise StudyError(f"diversity needs ≥{GRID_N} images per prompt per system and no prompt has them; "
-                                 f"sample more seeds per prompt or choose other questions")
+    diversity_prompts = _diversity_prompts(qs, sets, prompts, messages) if Question.DIVERSITY in qs else []
 
     out = Path(out_dir)
     conn = init_db(out)
@@ -145,96 +129,19 @@ def create_study(
     token = token or secrets.token_urlsafe(16)
     with Image.open(next(iter(next(iter(sets[0].by_prompt.values())).values())).path) as im:
         size = im.size
-    tile = min(size[0], 160)
 
     conn.execute("BEGIN IMMEDIATE")
     try:
-        sys_id = {}
-        for s in sets:
-            sys_id[s.system] = conn.execute("INSERT INTO systems (name, root) VALUES (?, ?)", (s.system, str(s.root))).lastrowid
-        prompt_id = {p: conn.execute("INSERT INTO prompts (text) VALUES (?)", (p,)).lastrowid for p in prompts}
-
-        def stimulus(kind: str, path: Path, system: str | None = None, prompt: str | None = None,
-                     seed_: int | None = None) -> int:
-            return conn.execute(
-                "INSERT INTO stimuli (kind, system_id, prompt_id, seed, path) VALUES (?, ?, ?, ?, ?)",
-                (kind, sys_id.get(system), prompt_id.get(prompt), seed_, str(path)),
-            ).lastrowid
-
-        sample_stim: dict[tuple[str, str, int], int] = {}
-        for s in sets:
-            for p, by_seed in s.by_prompt.items():
-                for sd, smp in sorted(by_seed.items()):
-                    sample_stim[s.system, p, sd] = stimulus("sample", smp.path, s.system, p, sd)
-
-        grid_stim: dict[tuple[str, str], int] = {}
-        for p in diversity_prompts:
-            common = sorted(set.intersection(*(set(s.by_prompt[p]) for s in sets)))
-            for s in sets:
-                seeds = common[:GRID_N] if len(common) >= GRID_N else sorted(s.by_prompt[p])[:GRID_N]
-                rel = Path("grids") / f"{sys_id[s.system]}_{prompt_id[p]}.png"
-                _save_grid([s.by_prompt[p][sd].path for sd in seeds], out / rel, tile)
-                grid_stim[s.system, p] = stimulus("grid", rel, s.system, p)
-
-        def add_pair(q: Question, p: str, left: int, right: int, ls: str | None, rs: str | None,
-                     expected: str | None = None) -> None:
-            conn.execute(
-                "INSERT INTO pairs (question, prompt_id, left_stimulus, right_stimulus, left_system, right_system,"
-                " is_check, expected) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (q.value, prompt_id[p], left, right, sys_id.get(ls), sys_id.get(rs), int(expected is not None), expected),
-            )
-
+        db = _StudyWriter(conn, out, size, sets, prompts)
+        db.add_grids(diversity_prompts)
         n_pairs, n_checks = {}, {}
         noise_rng = np.random.default_rng(seed)
         for q in qs:
-            q_prompts = diversity_prompts if q is Question.DIVERSITY else prompts
-            per_cell = 1 if q is Question.DIVERSITY else pairs_per_prompt
-            cells = []  # (prompt, sys_a, sys_b, seed or None)
-            for a, b in itertools.combinations(sets, 2):
-                for p in q_prompts:
-                    if q is Question.DIVERSITY:
-                        cells.append((p, a.system, b.system, None))
-                    else:
-                        common = sorted(set.intersection(*(set(s.by_prompt[p]) for s in sets)))
-                        cells.extend((p, a.system, b.system, sd) for sd in _draw_seeds(common, per_cell, rng))
-            by_syspair: dict[tuple[str, str], list] = {}
-            for c in cells:
-                by_syspair.setdefault((c[1], c[2]), []).append(c)
-            ordered = []
-            for group in by_syspair.values():
-                ordered.extend(zip(group, _balanced_flips(len(group), rng)))
-            rng.shuffle(ordered)  # ids carry no order information
-            for (p, a, b, sd), flip in ordered:
-                sa, sb = (grid_stim[a, p], grid_stim[b, p]) if sd is None else (sample_stim[a, p, sd], sample_stim[b, p, sd])
-                if flip:
-                    add_pair(q, p, sb, sa, b, a)
-                else:
-                    add_pair(q, p, sa, sb, a, b)
-            n_pairs[q.value] = len(ordered)
-
-            k = math.ceil(check_fraction * len(ordered)) if check_fraction > 0 else 0
-            for i in range(k):  # a real stimulus against an obvious foil
-                p = rng.choice(q_prompts)
-                s = rng.choice(sets)
-                rel = Path("checks") / f"{q.value}_{i}.png"
-                if q is Question.DIVERSITY:
-                    real = grid_stim[s.system, p]
-                    one = sorted(s.by_prompt[p].values(), key=lambda x: x.seed)[0].path
-                    _save_grid([one] * GRID_N, out / rel, tile)
-                    foil = stimulus("repeat_grid", rel, None, p)
-                else:
-                    sd = rng.choice(sorted(s.by_prompt[p]))
-                    real = sample_stim[s.system, p, sd]
-                    noise = noise_rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-                    Image.fromarray(noise).save(out / rel)
-                    foil = stimulus("noise", rel, None, p)
-                if rng.random() < 0.5:
-                    add_pair(q, p, real, foil, None, None, expected="left")
-                else:
-                    add_pair(q, p, foil, real, None, None, expected="right")
-            n_checks[q.value] = k
-
-        meta = {
+            diversity = q is Question.DIVERSITY  # one comparison per cell, of grids
+            n_pairs[q.value], n_checks[q.value] = db.add_question(
+                q, diversity_prompts if diversity else prompts, 1 if diversity else pairs_per_prompt, check_fraction,
+                rng, noise_rng)
+        db.add_meta({
             "schema_version": SCHEMA_VERSION,
             "name": name or out.resolve().name,
             "token": token,
@@ -246,17 +153,171 @@ def create_study(
             "pairs_per_prompt": pairs_per_prompt,
             "check_fraction": check_fraction,
             "messages": messages,
-        }
-        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        })
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):  # leave no half-made study behind
-            (out / f"study.db{suffix}").unlink(missing_ok=True)
+        _discard(conn, out)
         raise
     conn.close()
     return StudyInfo(out, token, n_pairs, n_checks, messages)
+
+
+def _discard(conn: sqlite3.Connection, out: Path) -> None:
+    """Roll back and delete the database: leave no half-made study behind."""
+    conn.execute("ROLLBACK")
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        (out / f"study.db{suffix}").unlink(missing_ok=True)
+
+
+def _load_systems(sample_dirs: Sequence[tuple[str, str | Path]]) -> tuple[list[SampleSet], list[str], list[str]]:
+    """Each system's samples, the prompts they all share (else StudyError), and notes on skipped files."""
+    sets = [load_sample_dir(s, d) for s, d in sample_dirs]
+    prompts = check_matching(sets)
+    messages = [f"system {s.system!r}: skipped {len(s.skipped)} PNG(s) without a sidecar (e.g. contact sheets)"
+                for s in sets if s.skipped]
+    return sets, prompts, messages
+
+
+def _diversity_prompts(qs: list[Question], sets: Sequence[SampleSet], prompts: Sequence[str],
+                       messages: list[str]) -> list[str]:
+    """The prompts with a full grid in every system; notes the others in ``messages`` and, if none
+    is left, drops diversity from ``qs`` (a StudyError if it was the only question)."""
+    kept = []
+    for p in prompts:
+        short = {s.system: len(s.by_prompt[p]) for s in sets if len(s.by_prompt[p]) < GRID_N}
+        if short:
+            messages.append(f"diversity: skipped prompt {p!r}: needs ≥{GRID_N} images per system, got {short}")
+        else:
+            kept.append(p)
+    if not kept:
+        messages.append(f"diversity: question dropped, no prompt has ≥{GRID_N} images in every system")
+        qs.remove(Question.DIVERSITY)
+        if not qs:
+            raise StudyError(f"diversity needs ≥{GRID_N} images per prompt per system and no prompt has them; "
+                             f"sample more seeds per prompt or choose other questions")
+    return kept
+
+
+def _common_seeds(sets: Sequence[SampleSet], prompt: str) -> list[int]:
+    return sorted(set.intersection(*(set(s.by_prompt[prompt]) for s in sets)))
+
+
+Comparison = tuple[tuple[str, str, str, int | None], bool]  # ((prompt, system a, system b, seed), a on the right)
+
+
+def _balanced_comparisons(q: Question, sets: Sequence[SampleSet], prompts: Sequence[str], per_cell: int,
+                          rng: random.Random) -> list[Comparison]:
+    """``per_cell`` comparisons per (prompt, system pair) cell, seeds shared by both sides (None for a
+    diversity grid); half of each system pair's flipped, then all shuffled so ids carry no order."""
+    cells = []  # (prompt, sys_a, sys_b, seed or None)
+    for a, b in itertools.combinations(sets, 2):
+        for p in prompts:
+            if q is Question.DIVERSITY:
+                cells.append((p, a.system, b.system, None))
+            else:
+                cells.extend((p, a.system, b.system, sd) for sd in _draw_seeds(_common_seeds(sets, p), per_cell, rng))
+    by_syspair: dict[tuple[str, str], list] = {}
+    for c in cells:
+        by_syspair.setdefault((c[1], c[2]), []).append(c)
+    ordered = []
+    for group in by_syspair.values():
+        ordered.extend(zip(group, _balanced_flips(len(group), rng)))
+    rng.shuffle(ordered)  # ids carry no order information
+    return ordered
+
+
+class _StudyWriter:
+    """Rows of one study inside an open transaction: systems, prompts and every sample as stimuli on
+    construction, then grids, comparisons, attention checks and meta; images go under ``out``."""
+
+    def __init__(self, conn: sqlite3.Connection, out: Path, size: tuple[int, int], sets: Sequence[SampleSet],
+                 prompts: Sequence[str]) -> None:
+        self.conn, self.out, self.size, self.sets = conn, out, size, sets
+        self.tile = min(size[0], 160)
+        self.sys_id = {s.system: conn.execute("INSERT INTO systems (name, root) VALUES (?, ?)",
+                                              (s.system, str(s.root))).lastrowid for s in sets}
+        self.prompt_id = {p: conn.execute("INSERT INTO prompts (text) VALUES (?)", (p,)).lastrowid for p in prompts}
+        self.sample_stim: dict[tuple[str, str, int], int] = {}
+        for s in sets:
+            for p, by_seed in s.by_prompt.items():
+                for sd, smp in sorted(by_seed.items()):
+                    self.sample_stim[s.system, p, sd] = self.stimulus("sample", smp.path, s.system, p, sd)
+        self.grid_stim: dict[tuple[str, str], int] = {}
+
+    def stimulus(self, kind: str, path: Path, system: str | None = None, prompt: str | None = None,
+                 seed: int | None = None) -> int:
+        return self.conn.execute(
+            "INSERT INTO stimuli (kind, system_id, prompt_id, seed, path) VALUES (?, ?, ?, ?, ?)",
+            (kind, self.sys_id.get(system), self.prompt_id.get(prompt), seed, str(path)),
+        ).lastrowid
+
+    def pair(self, q: Question, p: str, left: int, right: int, ls: str | None, rs: str | None,
+             expected: str | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO pairs (question, prompt_id, left_stimulus, right_stimulus, left_system, right_system,"
+            " is_check, expected) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (q.value, self.prompt_id[p], left, right, self.sys_id.get(ls), self.sys_id.get(rs),
+             int(expected is not None), expected),
+        )
+
+    def add_grids(self, prompts: Sequence[str]) -> None:
+        """One 4x4 grid per (system, prompt), from the seeds all systems share where there are enough."""
+        for p in prompts:
+            common = _common_seeds(self.sets, p)
+            for s in self.sets:
+                seeds = common[:GRID_N] if len(common) >= GRID_N else sorted(s.by_prompt[p])[:GRID_N]
+                rel = Path("grids") / f"{self.sys_id[s.system]}_{self.prompt_id[p]}.png"
+                _save_grid([s.by_prompt[p][sd].path for sd in seeds], self.out / rel, self.tile)
+                self.grid_stim[s.system, p] = self.stimulus("grid", rel, s.system, p)
+
+    def add_question(self, q: Question, prompts: Sequence[str], per_cell: int, check_fraction: float,
+                     rng: random.Random, noise_rng: np.random.Generator) -> tuple[int, int]:
+        """Balanced comparisons, then ``check_fraction`` of their number (rounded up) as attention checks;
+        returns (comparisons, checks)."""
+        comparisons = _balanced_comparisons(q, self.sets, prompts, per_cell, rng)
+        self.add_comparisons(q, comparisons)
+        k = math.ceil(check_fraction * len(comparisons)) if check_fraction > 0 else 0
+        self.add_checks(q, k, prompts, rng, noise_rng)
+        return len(comparisons), k
+
+    def add_comparisons(self, q: Question, comparisons: Sequence[Comparison]) -> None:
+        for (p, a, b, sd), flip in comparisons:
+            if sd is None:
+                sa, sb = self.grid_stim[a, p], self.grid_stim[b, p]
+            else:
+                sa, sb = self.sample_stim[a, p, sd], self.sample_stim[b, p, sd]
+            if flip:
+                self.pair(q, p, sb, sa, b, a)
+            else:
+                self.pair(q, p, sa, sb, a, b)
+
+    def add_checks(self, q: Question, k: int, prompts: Sequence[str], rng: random.Random,
+                   noise_rng: np.random.Generator) -> None:
+        """``k`` attention checks: a real stimulus against an obvious foil (noise, or a grid of one image)."""
+        for i in range(k):
+            p = rng.choice(prompts)
+            s = rng.choice(self.sets)
+            rel = Path("checks") / f"{q.value}_{i}.png"
+            if q is Question.DIVERSITY:
+                real = self.grid_stim[s.system, p]
+                one = sorted(s.by_prompt[p].values(), key=lambda x: x.seed)[0].path
+                _save_grid([one] * GRID_N, self.out / rel, self.tile)
+                foil = self.stimulus("repeat_grid", rel, None, p)
+            else:
+                sd = rng.choice(sorted(s.by_prompt[p]))
+                real = self.sample_stim[s.system, p, sd]
+                noise = noise_rng.integers(0, 256, size=(self.size[1], self.size[0], 3), dtype=np.uint8)
+                Image.fromarray(noise).save(self.out / rel)
+                foil = self.stimulus("noise", rel, None, p)
+            if rng.random() < 0.5:
+                self.pair(q, p, real, foil, None, None, expected="left")
+            else:
+                self.pair(q, p, foil, real, None, None, expected="right")
+
+    def add_meta(self, meta: dict[str, object]) -> None:
+        self.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                              [(k, json.dumps(v)) for k, v in meta.items()])
 
 
 def rater_order(pairs: Sequence, questions: Sequence[str], seed: int, rater: str) -> list[int]:

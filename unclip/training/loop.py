@@ -9,10 +9,12 @@ step) reseeding, atomic checkpoints with exact resume, non-finite-loss skipping,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,47 @@ def _load_model_optim(model, opt, state: dict[str, Any], strategy: str) -> None:
 
 # ------------------------------------------------------------------ the loop
 
+@dataclasses.dataclass
+class _Run:
+    """One job's pieces (built once by ``_setup``) and the counters a checkpoint carries."""
+
+    cfg: DictConfig
+    env: dist.DistEnv
+    run_dir: Path
+    resolved: dict[str, Any]  # the config as written to config.yaml and into every checkpoint
+    micro: int  # micro batch per rank
+    accum: int  # accumulation steps per optimizer step
+    total_steps: int
+    parts: StageParts
+    strategy: str
+    model: torch.nn.Module  # wrapped (DDP / FSDP2) or plain
+    raw: torch.nn.Module  # the user module inside ``model``
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA
+    stream: BatchStream
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    step: int = 0
+    samples_seen: int = 0
+    skipped: int = 0  # non-finite steps skipped in all
+    in_a_row: int = 0  # ... and since the last good step
+    last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Throughput:
+    """Samples per second over the window since the last logged step."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    samples: int = 0
+
+    def rate(self) -> float:
+        return self.samples / max(time.perf_counter() - self.start, 1e-9)
+
+    def restart(self) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job for ``cfg.stage.name``; returns a summary (also ``<run_dir>/summary.json``)."""
     validate_config(cfg)
@@ -118,12 +161,67 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, env: dist.DistEnv) -> dict[str, Any]:
-    run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))  # rank 0's, should the timestamps differ
+    """Set up (and resume), then per step: train, log, checkpoint, eval; at the end a final checkpoint,
+    eval, export and summary."""
+    run = _setup(cfg, env)
+    if cfg.checkpoint.resume:
+        _resume(run)
+    tracker = Tracker(cfg.logger.name, run.run_dir, run.resolved | {"stage_info": run.parts.info},
+                      project=cfg.logger.project, mode=cfg.logger.mode, run_name=cfg.name, enabled=env.is_main)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=cfg.stage.name, dynamic_ncols=True,
+               disable=not (env.is_main and cfg.logger.progress))
+    if env.is_main:
+        _log_start(run)
+    losses: list[float] = []
+    last_ckpt: Path | None = None
+    window = _Throughput()
+    run.model.train()
+
+    while run.step < run.total_steps:
+        loss_value, grad_norm = _train_step(run)
+        run.step += 1
+        run.samples_seen += cfg.batch_size
+        window.samples += cfg.batch_size
+        losses.append(loss_value)
+        bar.update(1)
+
+        if env.is_main and (run.step % max(1, cfg.logger.every_steps) == 0 or run.step == run.total_steps):
+            _log_metrics(run, tracker, bar, window, loss_value, grad_norm)
+        if _due(cfg.checkpoint.every_steps, run):
+            last_ckpt = _save(run)
+        if _due(cfg.sample.every_steps, run):
+            _evaluate(run, tracker)
+
+    bar.close()
+    if run.total_steps > 0:
+        last_ckpt = _save(run)
+    if cfg.sample.every_steps >= 0:
+        _evaluate(run, tracker)
+    exports = export(cfg, run.parts, _ema_module(run), run.run_dir)
+    summary = _summary(run, losses, last_ckpt, exports)
+    if env.is_main:
+        atomic_write_json(run.run_dir / "summary.json", summary)
+    tracker.finish()
+    dist.barrier()
+    return summary
+
+
+# ------------------------------------------------------------------ setup
+
+def _prepare_run_dir(cfg: DictConfig, env: dist.DistEnv) -> tuple[Path, dict[str, Any]]:
+    """The run directory (rank 0's, should the timestamps differ) and the resolved config, written there."""
+    run_dir = Path(dist.broadcast_object(str(cfg.run_dir)))
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["run_dir"] = str(run_dir)
     if env.is_main:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    return run_dir, resolved
+
+
+def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
+    """Batch arithmetic, the stage, its wrapped model, AdamW + warm-up schedule, EMA and batch stream."""
+    run_dir, resolved = _prepare_run_dir(cfg, env)
     micro, accum = batch_arithmetic(cfg.batch_size, env.world_size, cfg.trainer.micro_batch)
     total_steps = math.ceil(cfg.total_samples / cfg.batch_size)
     precision = cfg.trainer.precision
@@ -134,166 +232,181 @@ def _train(cfg: DictConfig, env: dist.DistEnv) -> dict[str, Any]:
     parts: StageParts = build_stage(cfg, env)
     strategy = dist.resolve_strategy(cfg.trainer.strategy, env)
     model = dist.wrap_model(parts.model, strategy, env, find_unused_parameters=cfg.trainer.find_unused_parameters)
-    raw = dist.unwrap(model)
     o = cfg.stage.optim
     opt = make_optimizer(model, o)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total_steps, o.warmup_steps, o.schedule))
     ema = EMA(model, cfg.stage.ema.decay, cfg.stage.ema.warmup)
     stream = BatchStream(parts.pipeline(env.rank, env.world_size, micro), cfg.data.num_workers, parts.describe)
-    step, samples_seen, skipped, in_a_row = 0, 0, 0, 0
-
-    if cfg.checkpoint.resume:
-        found = None
-        if env.is_main:
-            d = ckpt.find_resume_dir(run_dir)
-            latest = ckpt.list_checkpoints(d) if d else []
-            found = str(d) if latest else None
-        found = dist.broadcast_object(found)
-        loaded = ckpt.load_latest(found) if found else None
-        if loaded is None:
-            log.warning("checkpoint.resume=true but no checkpoint was found for %s: starting from scratch", run_dir)
-        else:
-            path, state = loaded
-            _load_model_optim(model, opt, state, strategy)
-            sched.load_state_dict(state["scheduler"])
-            ema.load_full_state_dict(state["ema"])
-            step, samples_seen = int(state["step"]), int(state["samples_seen"])
-            skipped, in_a_row = int(state["skipped_nonfinite"]), int(state["nonfinite_in_a_row"])
-            if len(state["data"]) == env.world_size:
-                stream.load_state_dict(state["data"][env.rank])
-                ckpt.set_rng_state(state["rng"][env.rank])
-            else:
-                log.warning("checkpoint %s was written by %d ranks, this run has %d: data restarts at epoch %d",
-                            path, len(state["data"]), env.world_size, state["data"][0]["epoch"])
-                stream.load_state_dict({"epoch": state["data"][0]["epoch"], "index": 0})
-            if env.is_main:
-                log.info("resumed from %s at step %d (%d samples seen)", path, step, samples_seen)
-
-    tracker = Tracker(cfg.logger.name, run_dir, resolved | {"stage_info": parts.info}, project=cfg.logger.project,
-                      mode=cfg.logger.mode, run_name=cfg.name, enabled=env.is_main)
-    bar = tqdm(total=total_steps, initial=step, desc=cfg.stage.name, dynamic_ncols=True,
-               disable=not (env.is_main and cfg.logger.progress))
-    if env.is_main:
-        n_params = sum(p.numel() for p in raw.parameters())
-        log.info("stage %s: %.2fM parameters, %d steps of %d samples (%d per rank × %d ranks × %d accumulation), "
-                 "strategy %s, %s, run dir %s", cfg.stage.name, n_params / 1e6, total_steps, cfg.batch_size, micro,
-                 env.world_size, accum, strategy, precision, run_dir)
     autocast = (lambda: torch.autocast(env.device.type, dtype=torch.bfloat16)) if precision == "bf16" \
         else contextlib.nullcontext
-    losses: list[float] = []
-    last_eval: dict[str, float] = {}
-    last_ckpt: Path | None = None
-    window_t, window_samples = time.perf_counter(), 0
-    model.train()
+    return _Run(cfg=cfg, env=env, run_dir=run_dir, resolved=resolved, micro=micro, accum=accum,
+                total_steps=total_steps, parts=parts, strategy=strategy, model=model, raw=dist.unwrap(model),
+                opt=opt, sched=sched, ema=ema, stream=stream, autocast=autocast)
 
-    def state_dict() -> dict[str, Any]:
-        return {"model": _model_state(model, strategy), "optimizer": _optim_state(model, opt, strategy),
-                "scheduler": sched.state_dict(), "ema": ema.full_state_dict(), "step": step,
-                "samples_seen": samples_seen, "skipped_nonfinite": skipped, "nonfinite_in_a_row": in_a_row,
-                "data": dist.all_gather_object(stream.state_dict()), "rng": dist.all_gather_object(ckpt.rng_state()),
-                "config": resolved}
 
-    def save() -> Path | None:
-        state = state_dict()  # collective under FSDP / for the per-rank parts
-        path = ckpt.save_checkpoint(run_dir, step, state, cfg.checkpoint.keep) if env.is_main else None
-        dist.barrier()
-        return path
-
-    def ema_module() -> torch.nn.Module | None:
-        full = ema.full_state_dict()  # collective under FSDP
-        if not env.is_main:
-            return None
-        module = parts.new_model()
-        module.load_state_dict(full)
-        return module.eval()
-
-    def evaluate() -> None:
-        nonlocal last_eval
-        module = ema_module()
-        if env.is_main and parts.evaluate is not None:
-            result = parts.evaluate(module, torch.Generator().manual_seed(cfg.seed))
-            last_eval = dict(result.metrics)
-            if result.images is not None:
-                path = save_grid(result.images, run_dir / "samples" / f"step-{step:09d}.png", result.nrow)
-                tracker.log_image("samples", path, step)
-                last_eval["grid"] = str(path)
-            tracker.log({k: v for k, v in result.metrics.items()}, step)
-            log.info("eval at step %d: %s", step, {k: v for k, v in last_eval.items()})
-        dist.barrier()
-
-    while step < total_steps:
-        torch.manual_seed(derive_seed(cfg.seed, env.rank, step))  # dropout etc.: resumable from (seed, rank, step)
-        opt.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=env.device)
-        for micro_step in range(accum):
-            batch = next(stream)
-            g = torch.Generator().manual_seed(derive_seed(cfg.seed, env.rank, step, micro_step))
-            with dist.maybe_no_sync(model, sync=micro_step == accum - 1):
-                with autocast():
-                    loss = parts.loss(model, batch, g).float().mean() / accum
-                loss.backward()
-            loss_sum += loss.detach()
-        loss_value = float(dist.all_reduce_mean(loss_sum))
-        step_samples = cfg.batch_size
-        if math.isfinite(loss_value):
-            grad_norm = dist.clip_grad_norm(model, o.grad_clip)
-        else:
-            grad_norm = float("nan")
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            skipped, in_a_row = skipped + 1, in_a_row + 1
-            opt.zero_grad(set_to_none=True)
-            log.warning("non-finite loss/grad at step %d (%d in a row, %d in all): step skipped", step, in_a_row,
-                        skipped)
-            if in_a_row >= cfg.max_nonfinite:
-                raise NonFiniteLossError(
-                    f"{in_a_row} non-finite losses in a row at step {step} (stage {cfg.stage.name}). Try a lower "
-                    f"stage.optim.lr (now {o.lr}), a longer stage.optim.warmup_steps (now {o.warmup_steps}), "
-                    f"trainer.precision=fp32 (now {precision}), a smaller stage.optim.grad_clip, or check the data; "
-                    f"resume from the last good checkpoint with checkpoint.resume=true run_dir={run_dir}")
-        else:
-            in_a_row = 0
-            opt.step()
-            sched.step()
-            if parts.after_step is not None:
-                parts.after_step(raw)
-            ema.update(step)
-        step += 1
-        samples_seen += step_samples
-        window_samples += step_samples
-        losses.append(loss_value)
-        bar.update(1)
-
-        if env.is_main and (step % max(1, cfg.logger.every_steps) == 0 or step == total_steps):
-            elapsed = time.perf_counter() - window_t
-            rate = window_samples / max(elapsed, 1e-9)
-            metrics = {"train/loss": loss_value, "train/grad_norm": grad_norm, "train/lr": sched.get_last_lr()[0],
-                       "train/samples_seen": samples_seen, "train/samples_per_s": rate,
-                       "train/skipped_nonfinite": skipped, "train/ema_decay": ema.decay_at(step - 1),
-                       **memory_metrics(env.device)}
-            tracker.log(metrics, step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
-            window_t, window_samples = time.perf_counter(), 0
-        if cfg.checkpoint.every_steps > 0 and step % cfg.checkpoint.every_steps == 0 and step < total_steps:
-            last_ckpt = save()
-        if cfg.sample.every_steps > 0 and step % cfg.sample.every_steps == 0 and step < total_steps:
-            evaluate()
-
-    bar.close()
-    if total_steps > 0:
-        last_ckpt = save()
-    if cfg.sample.every_steps >= 0:
-        evaluate()
-    exports = export(cfg, parts, ema_module(), run_dir)
-    summary = {"stage": cfg.stage.name, "run_dir": str(run_dir), "steps": step, "samples_seen": samples_seen,
-               "skipped_nonfinite": skipped, "losses": losses, "eval": last_eval,
-               "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
-               "world_size": env.world_size, "strategy": strategy, "param_digest": param_digest(raw)}
+def _resume(run: _Run) -> None:
+    """Restore model, optimizer, schedule, EMA, counters, data position and RNG from the latest checkpoint."""
+    env = run.env
+    found = None
     if env.is_main:
-        atomic_write_json(run_dir / "summary.json", summary)
-    tracker.finish()
+        d = ckpt.find_resume_dir(run.run_dir)
+        latest = ckpt.list_checkpoints(d) if d else []
+        found = str(d) if latest else None
+    found = dist.broadcast_object(found)
+    loaded = ckpt.load_latest(found) if found else None
+    if loaded is None:
+        log.warning("checkpoint.resume=true but no checkpoint was found for %s: starting from scratch", run.run_dir)
+        return
+    path, state = loaded
+    _load_model_optim(run.model, run.opt, state, run.strategy)
+    run.sched.load_state_dict(state["scheduler"])
+    run.ema.load_full_state_dict(state["ema"])
+    run.step, run.samples_seen = int(state["step"]), int(state["samples_seen"])
+    run.skipped, run.in_a_row = int(state["skipped_nonfinite"]), int(state["nonfinite_in_a_row"])
+    if len(state["data"]) == env.world_size:
+        run.stream.load_state_dict(state["data"][env.rank])
+        ckpt.set_rng_state(state["rng"][env.rank])
+    else:
+        log.warning("checkpoint %s was written by %d ranks, this run has %d: data restarts at epoch %d",
+                    path, len(state["data"]), env.world_size, state["data"][0]["epoch"])
+        run.stream.load_state_dict({"epoch": state["data"][0]["epoch"], "index": 0})
+    if env.is_main:
+        log.info("resumed from %s at step %d (%d samples seen)", path, run.step, run.samples_seen)
+
+
+def _log_start(run: _Run) -> None:
+    cfg = run.cfg
+    n_params = sum(p.numel() for p in run.raw.parameters())
+    log.info("stage %s: %.2fM parameters, %d steps of %d samples (%d per rank × %d ranks × %d accumulation), "
+             "strategy %s, %s, run dir %s", cfg.stage.name, n_params / 1e6, run.total_steps, cfg.batch_size,
+             run.micro, run.env.world_size, run.accum, run.strategy, cfg.trainer.precision, run.run_dir)
+
+
+# ------------------------------------------------------------------ one optimizer step
+
+def _train_step(run: _Run) -> tuple[float, float]:
+    """Accumulate one global batch, then step the optimizer or, on a non-finite loss or gradient, skip.
+    Returns (mean loss over ranks, gradient norm)."""
+    # dropout etc.: resumable from (seed, rank, step)
+    torch.manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step))
+    run.opt.zero_grad(set_to_none=True)
+    loss_value = _accumulate_gradients(run)
+    if math.isfinite(loss_value):
+        grad_norm = dist.clip_grad_norm(run.model, run.cfg.stage.optim.grad_clip)
+    else:
+        grad_norm = float("nan")
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        _apply_update(run)
+    else:
+        _skip_nonfinite(run)
+    return loss_value, grad_norm
+
+
+def _accumulate_gradients(run: _Run) -> float:
+    """Backward over ``accum`` micro-batches, syncing gradients on the last only; the loss averaged over ranks."""
+    loss_sum = torch.zeros((), device=run.env.device)
+    for micro_step in range(run.accum):
+        batch = next(run.stream)
+        g = torch.Generator().manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, micro_step))
+        with dist.maybe_no_sync(run.model, sync=micro_step == run.accum - 1):
+            with run.autocast():
+                loss = run.parts.loss(run.model, batch, g).float().mean() / run.accum
+            loss.backward()
+        loss_sum += loss.detach()
+    return float(dist.all_reduce_mean(loss_sum))
+
+
+def _apply_update(run: _Run) -> None:
+    run.in_a_row = 0
+    run.opt.step()
+    run.sched.step()
+    if run.parts.after_step is not None:
+        run.parts.after_step(run.raw)
+    run.ema.update(run.step)
+
+
+def _skip_nonfinite(run: _Run) -> None:
+    """Drop this step's gradients; raise with advice after ``max_nonfinite`` in a row."""
+    cfg, o, step = run.cfg, run.cfg.stage.optim, run.step
+    run.skipped, run.in_a_row = run.skipped + 1, run.in_a_row + 1
+    run.opt.zero_grad(set_to_none=True)
+    log.warning("non-finite loss/grad at step %d (%d in a row, %d in all): step skipped", step, run.in_a_row,
+                run.skipped)
+    if run.in_a_row >= cfg.max_nonfinite:
+        raise NonFiniteLossError(
+            f"{run.in_a_row} non-finite losses in a row at step {step} (stage {cfg.stage.name}). Try a lower "
+            f"stage.optim.lr (now {o.lr}), a longer stage.optim.warmup_steps (now {o.warmup_steps}), "
+            f"trainer.precision=fp32 (now {cfg.trainer.precision}), a smaller stage.optim.grad_clip, or check the "
+            f"data; resume from the last good checkpoint with checkpoint.resume=true run_dir={run.run_dir}")
+
+
+# ------------------------------------------------------------------ periodic work
+
+def _due(every_steps: int, run: _Run) -> bool:
+    """Whether a periodic task runs after this step (the final step has its own, unconditional one)."""
+    return every_steps > 0 and run.step % every_steps == 0 and run.step < run.total_steps
+
+
+def _log_metrics(run: _Run, tracker: Tracker, bar: tqdm, window: _Throughput, loss_value: float,
+                 grad_norm: float) -> None:
+    rate = window.rate()
+    metrics = {"train/loss": loss_value, "train/grad_norm": grad_norm, "train/lr": run.sched.get_last_lr()[0],
+               "train/samples_seen": run.samples_seen, "train/samples_per_s": rate,
+               "train/skipped_nonfinite": run.skipped, "train/ema_decay": run.ema.decay_at(run.step - 1),
+               **memory_metrics(run.env.device)}
+    tracker.log(metrics, run.step)
+    bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{rate:.1f}")
+    window.restart()
+
+
+def _state_dict(run: _Run) -> dict[str, Any]:
+    """The checkpoint: full model/optimizer/EMA state, counters, every rank's data position and RNG, config."""
+    return {"model": _model_state(run.model, run.strategy), "optimizer": _optim_state(run.model, run.opt, run.strategy),
+            "scheduler": run.sched.state_dict(), "ema": run.ema.full_state_dict(), "step": run.step,
+            "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "nonfinite_in_a_row": run.in_a_row,
+            "data": dist.all_gather_object(run.stream.state_dict()),
+            "rng": dist.all_gather_object(ckpt.rng_state()), "config": run.resolved}
+
+
+def _save(run: _Run) -> Path | None:
+    """Every rank joins (collective under FSDP / for the per-rank parts); rank 0 writes and returns the path."""
+    state = _state_dict(run)
+    path = ckpt.save_checkpoint(run.run_dir, run.step, state, run.cfg.checkpoint.keep) if run.env.is_main else None
     dist.barrier()
-    return summary
+    return path
+
+
+def _ema_module(run: _Run) -> torch.nn.Module | None:
+    """A plain eval-mode copy holding the EMA weights on rank 0; None elsewhere."""
+    full = run.ema.full_state_dict()  # collective under FSDP
+    if not run.env.is_main:
+        return None
+    module = run.parts.new_model()
+    module.load_state_dict(full)
+    return module.eval()
+
+
+def _evaluate(run: _Run, tracker: Tracker) -> None:
+    """The stage's eval on the EMA weights (rank 0): metrics and a sample grid, logged and kept in ``last_eval``."""
+    module = _ema_module(run)
+    if run.env.is_main and run.parts.evaluate is not None:
+        result = run.parts.evaluate(module, torch.Generator().manual_seed(run.cfg.seed))
+        run.last_eval = dict(result.metrics)
+        if result.images is not None:
+            path = save_grid(result.images, run.run_dir / "samples" / f"step-{run.step:09d}.png", result.nrow)
+            tracker.log_image("samples", path, run.step)
+            run.last_eval["grid"] = str(path)
+        tracker.log({k: v for k, v in result.metrics.items()}, run.step)
+        log.info("eval at step %d: %s", run.step, {k: v for k, v in run.last_eval.items()})
+    dist.barrier()
+
+
+def _summary(run: _Run, losses: list[float], last_ckpt: Path | None, exports: list[str]) -> dict[str, Any]:
+    return {"stage": run.cfg.stage.name, "run_dir": str(run.run_dir), "steps": run.step,
+            "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "losses": losses,
+            "eval": run.last_eval, "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
+            "world_size": run.env.world_size, "strategy": run.strategy, "param_digest": param_digest(run.raw)}
 
 
 def param_digest(model: torch.nn.Module) -> str:
