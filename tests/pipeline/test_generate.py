@@ -102,3 +102,13 @@ def test_image_embeds_replace_the_prior(pipe):
     assert fed and all(torch.allclose(f, z) for f in fed)
     with pytest.raises(InputError, match="image_embeds"):
         pipe.generate("a red star", image_embeds=torch.zeros(3, pipe.clip.embed_dim))
+
+
+def test_image_stages_clamp_pred_x0_and_keep_known_pixels():
+    """Image stages sample with pred_x0 clamped to [−1, 1]; edits then write the known pixels back."""
+    from unclip.pipeline.stages import image_x0_transform
+    x0 = torch.tensor([[[[-3.0, 0.5], [2.0, -0.25]]]])
+    assert torch.equal(image_x0_transform()(x0), torch.tensor([[[[-1.0, 0.5], [1.0, -0.25]]]]))
+    known, keep = torch.full_like(x0, 0.75), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    assert torch.equal(image_x0_transform(known, keep)(x0), torch.tensor([[[[0.75, 0.5], [1.0, 0.75]]]]))
+

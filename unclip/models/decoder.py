@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance
+from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance, clip_x0
 from unclip.nn import UNet, attention_downsample_factors
 
 from .conditioning import check_drop, replace_where
@@ -130,10 +130,10 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
         cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())
         if text_mask is not None:
             cond["text_mask"] = text_mask
-    x0_transform = None
+    x0_transform = clip_x0  # images live in [−1, 1]: clamp pred_x0 at every step (GLIDE's clip_denoised)
     if decoder.inpaint:
         cond.update(masked_image=masked_image, mask=mask)
-        x0_transform = lambda x0: mask * masked_image + (1 - mask) * x0  # noqa: E731
+        x0_transform = lambda x0: mask * masked_image + (1 - mask) * clip_x0(x0)  # noqa: E731
     if guidance_scale != 1.0:
         ones = torch.ones(1, dtype=torch.bool, device=image_emb.device)
         denoiser = classifier_free_guidance(denoiser, guidance_scale, {k: ones for k in cond if k.startswith("drop_")})

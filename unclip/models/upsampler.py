@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unclip.diffusion import Denoiser, GaussianDiffusion
+from unclip.diffusion import Denoiser, GaussianDiffusion, clip_x0
 from unclip.nn import TimestepEmbedding, UNet
 
 from .sampling import run_sampler
@@ -107,4 +107,4 @@ def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res
     shape = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale)
     variance = "learned" if upsampler.learned_sigma else "small"
     return run_sampler(sampler, denoiser, shape, diffusion.respace(steps), cond=cond, generator=generator,
-                       variance=variance, device=low_res.device, progress=progress)
+                       variance=variance, device=low_res.device, progress=progress, x0_transform=clip_x0)

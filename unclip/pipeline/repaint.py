@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from unclip.diffusion import GaussianDiffusion, randn_like
+from unclip.diffusion import GaussianDiffusion, clip_x0, randn_like
 
 
 @torch.no_grad()
@@ -27,10 +27,11 @@ def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor,
         t = torch.full((x.shape[0],), int(chain.timesteps[i]), dtype=torch.long, device=x.device)
         for u in range(resample):
             pred = denoiser(x, t, **(cond or {}))
+            x0 = clip_x0(pred.x0)  # images live in [−1, 1] (see stages.image_x0_transform)
             if i == 0:
-                x = keep * known + (1 - keep) * pred.x0
+                x = keep * known + (1 - keep) * x0
                 break
-            mean, _, _ = chain.q_posterior_mean_variance(pred.x0, x, i)
+            mean, _, _ = chain.q_posterior_mean_variance(x0, x, i)
             log_var = chain.p_log_variance(variance, i, x, pred.var_frac)
             std = torch.exp(0.5 * log_var) if isinstance(log_var, Tensor) else math.exp(0.5 * log_var)
             unknown = mean + std * randn_like(x, generator)

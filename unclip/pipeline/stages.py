@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.diffusion import (Denoiser, GaussianDiffusion, classifier_free_guidance, ddim_invert, make_generators,
-                              randn, sample_ddim, sample_ddpm, sample_dpmpp_2m)
+from unclip.diffusion import (Denoiser, GaussianDiffusion, classifier_free_guidance, clip_x0, ddim_invert,
+                              make_generators, randn, sample_ddim, sample_ddpm, sample_dpmpp_2m)
 from unclip.models import StageSpec
 
 from .errors import InputError
@@ -95,6 +95,15 @@ def _variance(stage: Stage, st: StageSettings) -> tuple[str, np.ndarray | None]:
     return st.variance, gamma
 
 
+def image_x0_transform(known: torch.Tensor | None = None, keep: torch.Tensor | None = None):
+    """pred_x0 of an image stage: clamped to the data range [−1, 1] (as GLIDE and ADM sample with
+    ``clip_denoised``: early steps of the cosine schedule otherwise amplify small ε errors without
+    bound), then the known pixels written back when editing (``keep`` 1 = known)."""
+    if known is None:
+        return clip_x0
+    return lambda x0: keep * known + (1 - keep) * clip_x0(x0)
+
+
 def run_sampler(stage: Stage, st: StageSettings, denoiser, x_t: torch.Tensor, cond: dict, generators,
                 callback: StepCallback | None = None, x0_transform=None, eta: float | None = None) -> torch.Tensor:
     """Sample from x_T = ``x_t`` over the stage's chain respaced to ``st.steps``."""
@@ -159,8 +168,7 @@ def run_decoder(stage: Stage, st: StageSettings, image_emb, text_tokens, text_ma
         variance, _ = _variance(stage, StageSettings("ddpm", st.steps, variance="auto"))
         return sample_repaint(den, x_t, stage.diffusion.respace(st.steps), known, keep, cond=cond, generator=gens,
                               variance=variance, resample=repaint_resample, callback=callback)
-    x0_transform = None if known is None else (lambda x0: keep * known + (1 - keep) * x0)
-    return run_sampler(stage, st, den, x_t, cond, gens, callback, x0_transform, eta)
+    return run_sampler(stage, st, den, x_t, cond, gens, callback, image_x0_transform(known, keep), eta)
 
 
 def invert_decoder(stage: Stage, st: StageSettings, images, image_emb, text_tokens=None, text_mask=None,
@@ -180,5 +188,5 @@ def run_upsampler(stage: Stage, st: StageSettings, low_res, seeds: Sequence[int]
     b, _, h, w = low_res.shape
     gens = stage_generators(seeds, stage_index, dev)
     x_t = randn((b, 3, h * model.scale, w * model.scale), gens, dev, torch.float32)
-    x0_transform = None if known is None else (lambda x0: keep * known + (1 - keep) * x0)
-    return run_sampler(stage, st, stage.denoiser(), x_t, {"low_res": low_res}, gens, callback, x0_transform)
+    return run_sampler(stage, st, stage.denoiser(), x_t, {"low_res": low_res}, gens, callback,
+                       image_x0_transform(known, keep))
