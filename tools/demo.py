@@ -1,18 +1,32 @@
-"""`make demo`: the main job on the embedded `shapes` data, end to end on a CPU.
+"""`make demo`: the whole unCLIP job on the embedded `shapes` data, end to end on a CPU.
 
-Stages so far (the prior/decoder/upsampler stages join as their training lands):
-  1. render shapes train/val shards (webdataset tars, 64 px with 256-px ground truth for val);
-  2. train a tiny CLIP contrastively on them and report val image↔caption retrieval;
-  3. precompute aligned CLIP embedding shards (text emb, per-token features, mask, image emb),
-     validate their alignment, store the image-embedding statistics with the CLIP;
-  4. write the CLIP as <out>/pipeline/clip/{config.yaml, model.safetensors} and a summary JSON.
-Re-running reuses the shards already written for the same configuration.
+Stages (each skipped when its output already exists, so a rerun resumes where the last one stopped):
+  1. data      render shapes shards: 64-px train (held-out combos excluded) and val, 256-px and 1024-px
+               shards for the upsamplers;
+  2. clip      train the tiny CLIP contrastively (in memory), report val retrieval;
+  3. embed     precompute the CLIP embedding shards, store the z_i statistics with the CLIP, write
+               <out>/pipeline/clip;
+  4. prior, decoder, sr256, sr1024: `train/train.py stage=<s> experiment=shapes_demo` subprocesses
+               (the real entry point), each exporting into <out>/pipeline/<s>/; a stage with a release is
+               skipped, one with checkpoints resumes (checkpoint.resume=true);
+  5. sample    held-out eval prompts at 64 px for three systems — (a) the cascade (prior → decoder),
+               (b) the decoder fed the CLIP text embedding z_t (no prior, §5.1), (c) the decoder fed the
+               true CLIP image embedding of a real render of the prompt's scene — plus grids at 256 and
+               1024 px;
+  6. eval      oracle caption match of (a), (b), (c), pairwise win rates (Wilson intervals), and one
+               self-contained HTML report <out>/report.html.
+
+Budget: DEMO_MINUTES (env) or --minutes (default 15) scales the samples of every stage proportionally;
+the defaults are calibrated so the whole demo takes about that long on a 2-core CPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,90 +34,248 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from unclip.clip import FrozenCLIP
-from unclip.data.embeddings import image_embedding_stats, precompute_embeddings, validate_embedding_shards
-from unclip.data.write_shards import write_shards
-from unclip.training.clip_contrastive import ClipTrainConfig, evaluate_retrieval, train_frozen_clip_on_shards
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/demo_*.py helpers
+sys.path.insert(0, str(REPO))
+
+import demo_report  # noqa: E402
+from unclip.clip import FrozenCLIP  # noqa: E402
+from unclip.data.embeddings import image_embedding_stats, precompute_embeddings, validate_embedding_shards  # noqa: E402
+from unclip.data.write_shards import write_shards  # noqa: E402
+from unclip.io import atomic_write_json  # noqa: E402
+from unclip.training.clip_contrastive import ClipTrainConfig, evaluate_retrieval, train_clip_contrastive  # noqa: E402
+
+log = logging.getLogger("demo")
+
+DEFAULT_MINUTES = 15.0
+HELDOUT = "star:red,triangle:green"  # combos never rendered in train; the eval asks for them
+STAGES = ("data", "clip", "embed", "prior", "decoder", "sr256", "sr1024", "sample", "eval")
+
+# The budget of a DEFAULT_MINUTES run; --minutes scales every count (samples per stage) proportionally.
+BUDGET = {
+    "n_train": 6000, "n_val": 512, "n_256": 600, "n_1024": 24,      # rendered samples
+    "clip_steps": 180,                                               # contrastive steps of clip_batch
+    "prior_samples": 30000, "decoder_samples": 7000, "sr256_samples": 480, "sr1024_samples": 96,
+    "eval_one": 48, "eval_two": 16,                                  # held-out eval prompts (1 seed each)
+    "grid_256": 16, "grid_1024": 1,                                  # showcase images
+}
+MINIMUM = {"n_train": 256, "n_val": 64, "n_256": 16, "n_1024": 4, "clip_steps": 4, "prior_samples": 256,
+           "decoder_samples": 64, "sr256_samples": 8, "sr1024_samples": 2, "eval_one": 4, "eval_two": 2,
+           "grid_256": 2, "grid_1024": 1}
+CLIP_BATCH = 64
+
+# Per-stage training overrides (tiny presets; learning rates for a few-minute run, not the paper's).
+STAGE_ARGS = {
+    "prior": ["batch_size=64", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20"],
+    # bf16 autocast: 27 vs 20 samples/s for the tiny decoder at batch 32 on 2 cores (batch 64: 11/s)
+    "decoder": ["batch_size=32", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20", "trainer.precision=bf16"],
+    "sr256": ["batch_size=8", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=10", "trainer.precision=bf16"],
+    "sr1024": ["batch_size=2", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=5", "trainer.precision=bf16"],
+}
+STAGE_DATA = {"prior": "embeddings", "decoder": "data", "sr256": "data256", "sr1024": "data1024"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
-    p.add_argument("--n-train", type=int, default=6000, help="training samples to render")
-    p.add_argument("--n-val", type=int, default=512, help="validation samples to render")
-    p.add_argument("--clip-arch", default="unclip-tiny", help="CLIP architecture (configs/clip_model or open_clip)")
-    p.add_argument("--clip-steps", type=int, default=300, help="contrastive training steps for the tiny CLIP")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--minutes", type=float, default=float(os.environ.get("DEMO_MINUTES", DEFAULT_MINUTES)),
+                   help=f"budget; scales the samples of every stage (env DEMO_MINUTES; default {DEFAULT_MINUTES:g})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
+    p.add_argument("--heldout", default=HELDOUT, help="held-out combos, never in train (e.g. 'star:red')")
+    p.add_argument("--guidance", type=float, default=3.0, help="decoder guidance scale at eval")
+    p.add_argument("--decoder-steps", type=int, default=25, help="decoder sampling steps at eval")
+    p.add_argument("--bench", type=Path, default=None, help="also write the measured figures to this JSON")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=N",
+                   help=f"override one budget count after scaling (keys: {', '.join(BUDGET)})")
     return p.parse_args(argv)
 
 
-def make_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
-    dirs = {"train": out / "data" / "train", "val": out / "data" / "val"}
-    for split, n, extra in (("train", args.n_train, ()), ("val", args.n_val, (256,))):
-        write_shards(dirs[split], split=split, n=n, resolution=64, extra_resolutions=extra, seed=args.seed,
-                     shard_size=1000, progress=lambda it, n=n, split=split: tqdm(it, total=n, desc=f"render {split}"))
-    return dirs
+def budget(minutes: float, overrides: list[str]) -> dict[str, int]:
+    scale = minutes / DEFAULT_MINUTES
+    b = {k: max(MINIMUM[k], int(round(v * scale))) for k, v in BUDGET.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in BUDGET:
+            raise SystemExit(f"--set {item!r}: unknown budget key {key!r}; expected one of {sorted(BUDGET)}")
+        b[key] = int(value)
+    return b
 
 
-def train_clip(data: dict[str, Path], args: argparse.Namespace) -> tuple[FrozenCLIP, dict]:
+class State:
+    """<out>/demo_state.json: per-stage wall times and results, kept across reruns."""
+
+    def __init__(self, out: Path):
+        self.path = out / "demo_state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"stages": {}}
+
+    def record(self, stage: str, **fields) -> None:
+        self.data["stages"].setdefault(stage, {}).update(fields)
+        atomic_write_json(self.path, self.data)
+
+    def get(self, stage: str) -> dict:
+        return self.data["stages"].get(stage, {})
+
+
+def _released(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "config.yaml").is_file()
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def make_data(out: Path, b: dict[str, int], args) -> None:
+    jobs = [  # (folder, split, n, extra resolutions, heldout)
+        (out / "data" / "train", "train", b["n_train"], (), args.heldout),
+        (out / "data" / "val", "val", b["n_val"], (), args.heldout),
+        (out / "data256" / "train", "train", b["n_256"], (256,), args.heldout),
+        (out / "data256" / "val", "val", MINIMUM["n_256"], (256,), args.heldout),
+        (out / "data1024" / "train", "train", b["n_1024"], (1024,), args.heldout),
+        (out / "data1024" / "val", "val", MINIMUM["n_1024"], (1024,), args.heldout),
+    ]
+    for folder, split, n, extra, heldout in jobs:
+        name = f"render {folder.parent.name}/{split}"
+        write_shards(folder, split=split, n=n, resolution=64, extra_resolutions=extra, seed=args.seed,
+                     shard_size=1000 if not extra else 200, heldout=heldout, num_workers=args.threads if n * max((1, *extra)) ** 2 > 2e6 else 1,
+                     progress=lambda it, n=n, name=name: tqdm(it, total=n, desc=name, dynamic_ncols=True))
+
+
+def _load_split(clip: FrozenCLIP, folder: Path) -> tuple[torch.Tensor, list[str]]:
+    from unclip.data.wds import shard_pipeline
+    images, captions = [], []
+    for x, c in shard_pipeline(str(folder / "*.tar"), batch_size=500, fields=("image", "caption"),
+                               shuffle_shards=False, rank=0, world_size=1):
+        images.append(clip.preprocess_tensor(x, value_range=(-1.0, 1.0)))
+        captions += list(c)
+    return torch.cat(images), captions
+
+
+def train_clip(out: Path, b: dict[str, int], args) -> tuple[FrozenCLIP, dict]:
+    """The tiny CLIP, trained contrastively on the train renders held in memory (no decode per step)."""
     torch.manual_seed(args.seed)
-    clip = FrozenCLIP.create(args.clip_arch)
-    before = evaluate_retrieval(clip, data["val"] / "*.tar")
-    result = train_frozen_clip_on_shards(clip, str(data["train"] / "*.tar"), ClipTrainConfig(steps=args.clip_steps),
-                                         batch_size=args.batch_size, seed=args.seed)
-    after = evaluate_retrieval(clip, data["val"] / "*.tar")
-    report = {"loss_first": result.losses[0], "loss_last": result.losses[-1],
-              "skipped_nonfinite": result.skipped_nonfinite, "val_retrieval_before": before,
-              "val_retrieval_after": after}
-    return clip, report
+    clip = FrozenCLIP.create("unclip-tiny")
+    images, captions = _load_split(clip, out / "data" / "train")
+    g = torch.Generator().manual_seed(args.seed)
+
+    def batches():
+        while True:
+            perm = torch.randperm(len(captions), generator=g)
+            for lo in range(0, len(perm) - CLIP_BATCH + 1, CLIP_BATCH):
+                idx = perm[lo:lo + CLIP_BATCH]
+                yield images[idx], [captions[i] for i in idx.tolist()]
+
+    model = clip.model
+    model.requires_grad_(True)
+    try:
+        result = train_clip_contrastive(model, clip.tokenize, batches(),
+                                        ClipTrainConfig(steps=b["clip_steps"], lr=2e-3, warmup_steps=20))
+    finally:
+        model.requires_grad_(False)
+        model.eval()
+    after = evaluate_retrieval(clip, out / "data" / "val" / "*.tar")
+    return clip, {"steps": b["clip_steps"], "batch": CLIP_BATCH, "loss_first": result.losses[0],
+                  "loss_last": result.losses[-1], "losses": result.losses, "val_retrieval": after}
 
 
-def embed(clip: FrozenCLIP, data: dict[str, Path], out: Path, batch_size: int) -> dict:
+def embed(clip: FrozenCLIP, out: Path) -> dict:
     summary = {}
-    for split, folder in data.items():
-        shards = sorted(folder.glob("*.tar"))
+    for split in ("train", "val"):
+        shards = sorted((out / "data" / split).glob("*.tar"))
         emb_dir = out / "embeddings" / split
-        precompute_embeddings(clip, shards, emb_dir, batch_size=batch_size)
-        emb_shards = sorted(emb_dir.glob("*.tar"))
-        summary[split] = validate_embedding_shards(shards, emb_shards, embed_dim=clip.embed_dim,
-                                                   token_width=clip.token_width, context_length=clip.context_length)
-        summary[split]["dir"] = str(emb_dir)
+        precompute_embeddings(clip, shards, emb_dir, batch_size=256, resume=True)
+        v = validate_embedding_shards(shards, sorted(emb_dir.glob("*.tar")), embed_dim=clip.embed_dim,
+                                      token_width=clip.token_width, context_length=clip.context_length)
+        summary[split] = {"dir": str(emb_dir), "samples": v["samples"], "shards": v["shards"]}
     mean, std = image_embedding_stats(sorted((out / "embeddings" / "train").glob("*.tar")))
     clip.set_stats(mean, std)
     return summary
 
 
+def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
+    """One `train/train.py` subprocess; resumes from its checkpoints when a previous run was cut short."""
+    data = STAGE_DATA[stage]
+    run_dir = out / "runs" / stage / "run"
+    every = max(10, math.ceil(b[f"{stage}_samples"] / int(STAGE_ARGS[stage][0].split("=")[1]) / 4))
+    cmd = [sys.executable, str(REPO / "train" / "train.py"), f"stage={stage}", "experiment=shapes_demo",
+           f"run_dir={run_dir}", f"export_dir={out / 'pipeline'}", f"clip.path={out / 'pipeline' / 'clip'}",
+           f"data.shards={out / data / 'train'}", f"data.val_shards={out / data / 'val'}",
+           f"total_samples={b[f'{stage}_samples']}", f"seed={args.seed}", "checkpoint.resume=true",
+           f"checkpoint.every_steps={every}", *STAGE_ARGS[stage], *getattr(args, "stage_extra", {}).get(stage, [])]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HYDRA_FULL_ERROR="1")
+    log.info("running %s", " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed (exit {proc.returncode}); rerun the demo to resume it from its "
+                         f"last checkpoint in {run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"run_dir": str(run_dir), "steps": summary["steps"], "samples_seen": summary["samples_seen"],
+            "final_loss": summary["losses"][-1] if summary["losses"] else None}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    out: Path = args.out
+    torch.set_num_threads(args.threads)
+    out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    b = budget(args.minutes, args.set)
+    state = State(out)
+    state.data["budget"], state.data["minutes"] = b, args.minutes
     start = time.perf_counter()
+    pipe_dir = out / "pipeline"
+    ran: dict[str, str] = {}
 
-    print(f"[1/3] rendering shapes shards into {out / 'data'}", flush=True)
-    data = make_data(out, args)
-    print(f"[2/3] training CLIP '{args.clip_arch}' for {args.clip_steps} steps", flush=True)
-    clip, clip_report = train_clip(data, args)
-    print(f"[3/3] precomputing CLIP embeddings into {out / 'embeddings'}", flush=True)
-    emb_summary = embed(clip, data, out, args.batch_size)
-    clip_dir = clip.save(out / "pipeline" / "clip")
+    def run(i: int, stage: str, done: bool, fn):
+        t0 = time.perf_counter()
+        if done:
+            print(f"[{i}/{len(STAGES)}] {stage}: done already, skipped", flush=True)
+            ran[stage] = "skipped"
+            return None
+        print(f"[{i}/{len(STAGES)}] {stage}", flush=True)
+        result = fn()
+        state.record(stage, seconds=round(time.perf_counter() - t0, 1), **(result if isinstance(result, dict) else {}))
+        ran[stage] = "ran"
+        return result
 
-    summary = {"data": {k: str(v) for k, v in data.items()}, "clip": str(clip_dir), "clip_training": clip_report,
-               "embeddings": {k: {"dir": v["dir"], "samples": v["samples"], "shards": v["shards"]}
-                              for k, v in emb_summary.items()},
-               "wall_seconds": round(time.perf_counter() - start, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    run(1, "data", False, lambda: make_data(out, b, args))  # write_shards skips an identical existing split
 
-    r = clip_report["val_retrieval_after"]
-    print("\nunclip demo finished in {:.0f} s".format(summary["wall_seconds"]))
-    print(f"  shards:      {data['train']}  {data['val']}")
-    print(f"  CLIP:        {clip_dir}  (loss {clip_report['loss_first']:.3f} -> {clip_report['loss_last']:.3f}; "
-          f"val top-1 image->text {r['image_to_text']:.1%}, text->image {r['text_to_image']:.1%}, "
-          f"chance {r['chance']:.1%})")
-    print(f"  embeddings:  {out / 'embeddings'}  (validated: "
-          + ", ".join(f"{k} {v['samples']} samples" for k, v in emb_summary.items()) + ")")
-    print(f"  summary:     {out / 'summary.json'}")
+    clip_done = _released(pipe_dir / "clip")
+
+    def clip_and_embed():
+        clip, report = train_clip(out, b, args)
+        state.record("clip", **report)
+        return clip
+
+    clip = run(2, "clip", clip_done, clip_and_embed)
+    if clip is not None:
+        t0 = time.perf_counter()
+        print(f"[3/{len(STAGES)}] embed", flush=True)
+        summary = embed(clip, out)
+        clip.save(pipe_dir / "clip")  # last: its presence marks clip + embeddings done
+        state.record("embed", seconds=round(time.perf_counter() - t0, 1), **summary)
+        ran["embed"] = "ran"
+    else:
+        print(f"[3/{len(STAGES)}] embed: done already, skipped", flush=True)
+        ran["embed"] = "skipped"
+
+    for i, stage in enumerate(("prior", "decoder", "sr256", "sr1024"), start=4):
+        run(i, stage, _released(pipe_dir / stage), lambda stage=stage: train_stage(stage, out, b, args))
+
+    eval_cfg = {"guidance": args.guidance, "decoder_steps": args.decoder_steps, "seed": args.seed,
+                "heldout": args.heldout, "budget": b}
+    run(8, "sample", demo_report.samples_done(out, eval_cfg),
+        lambda: demo_report.sample_all(out, eval_cfg, args.threads))
+    metrics = run(9, "eval", False, lambda: demo_report.evaluate_all(out, eval_cfg, state.data))
+
+    wall = round(time.perf_counter() - start, 1)
+    state.data["last_run"] = {"wall_seconds": wall, "stages": ran}
+    atomic_write_json(state.path, state.data)
+    demo_report.print_summary(out, metrics, wall, ran)
+    if args.bench:
+        demo_report.write_bench(args.bench, out, state.data, metrics, wall, args)
     return 0
 
 
