@@ -218,7 +218,15 @@ def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:  # called as a library (tests), leave the process as it was
+        torch.set_num_threads(before)
+
+
+def _run(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     b = budget(args.minutes, args.set)
