@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("prompt", "seed", "size")
 
@@ -47,7 +50,8 @@ def _parse_size(value: Any, where: Path) -> int:
 
 
 def load_generated(directory: str | Path) -> list[GeneratedImage]:
-    """Every ``*.png`` in `directory` with its sidecar, sorted by name; errors name the bad file."""
+    """Every ``*.png`` in `directory` with its sidecar, sorted by name; errors name the bad file.
+    PNGs without a sidecar (the sampling jobs' contact sheets) are skipped with a log line."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"generated-images directory not found: {directory}")
@@ -55,7 +59,8 @@ def load_generated(directory: str | Path) -> list[GeneratedImage]:
     for png in sorted(directory.glob("*.png")):
         side = png.with_suffix(".json")
         if not side.is_file():
-            raise FileNotFoundError(f"{png} has no sidecar {side.name}; expected JSON with {list(REQUIRED)}")
+            log.info("skipping %s: no sidecar %s (a contact sheet?)", png, side.name)
+            continue
         try:
             meta = json.loads(side.read_text())
         except json.JSONDecodeError as e:
