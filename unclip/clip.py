@@ -31,18 +31,16 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import nn
-from unclip.io import atomic_path
+
+from unclip.io import read_release_config, write_release
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "clip_model"
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.safetensors"
 FORMAT = "unclip.FrozenCLIP/v1"
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 _registered: set[Path] = set()
@@ -284,31 +282,17 @@ class FrozenCLIP(nn.Module):
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``directory/config.yaml`` and ``directory/model.safetensors`` (weights + statistics)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, "arch": self.arch, "embed_dim": self.embed_dim,
                   "token_width": self.token_width, "context_length": self.context_length,
                   "has_stats": bool(self.has_stats), "model_cfg": self.model_cfg,
                   "preprocess_cfg": self.preprocess_cfg}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_model(self, str(tmp), metadata={"format": FORMAT, "arch": self.arch})
-        with atomic_path(directory / CONFIG_FILE) as tmp:
-            OmegaConf.save(OmegaConf.create(config), tmp)
-        return directory
+        return write_release(directory, config, self, {"format": FORMAT, "arch": self.arch})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
              autocast_dtype: torch.dtype | None = None, batch_size: int = 256) -> FrozenCLIP:
         """Rebuild a FrozenCLIP written by :meth:`save`; needs no configs folder."""
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"saved FrozenCLIP file missing: {p} (expected {CONFIG_FILE} and "
-                                        f"{WEIGHTS_FILE} written by FrozenCLIP.save)")
-        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-        if cfg.get("format") != FORMAT:
-            raise ValueError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
+        cfg, _, w_path = read_release_config(directory, "saved FrozenCLIP", FORMAT)
         model = build_open_clip(cfg["arch"], cfg["model_cfg"], cfg["preprocess_cfg"])
         clip = cls(model, cfg["arch"], cfg["model_cfg"], cfg["preprocess_cfg"], batch_size=batch_size,
                    autocast_dtype=autocast_dtype)

@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import nn
 
 from unclip.diffusion import Denoiser, GaussianDiffusion, MeanType, make_betas
-from unclip.io import atomic_path
+from unclip.io import read_release_config, write_release
 
 from .presets import STAGES, get_preset
 
 FORMAT = "unclip-stage/1"
-CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
 
 # Paper defaults (Ramesh et al. 2022, §2 and Table 3): the prior predicts x0 directly; the decoder and
 # upsamplers predict ε; sr1024 uses a linear schedule, the others cosine.
@@ -101,24 +99,13 @@ def _changed_fields(stage: str, preset: str, fields: dict[str, Any]) -> dict[str
 
 def save_stage(directory: str | os.PathLike, spec: StageSpec, model: nn.Module) -> Path:
     """Write ``directory/config.yaml`` and ``directory/model.safetensors`` atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_model(model, str(tmp), metadata={"format": FORMAT, "stage": spec.stage})
-    with atomic_path(directory / CONFIG_FILE) as tmp:
-        OmegaConf.save(OmegaConf.create(spec.to_dict()), tmp)
-    return directory
+    return write_release(directory, spec.to_dict(), model, {"format": FORMAT, "stage": spec.stage})
 
 
 def load_stage(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[StageSpec, nn.Module]:
     """Rebuild a released stage: returns its spec and the network (eval mode, on ``device``)."""
-    directory = Path(directory)
-    cfg_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (cfg_path, weights):
-        if not path.is_file():
-            raise FileNotFoundError(f"stage release {directory} is missing {path.name} "
-                                    f"(expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    spec = StageSpec.from_dict(OmegaConf.to_container(OmegaConf.load(cfg_path)), source=str(cfg_path))
+    cfg, cfg_path, weights = read_release_config(directory, "stage release", FORMAT)
+    spec = StageSpec.from_dict(cfg, source=str(cfg_path))
     model = spec.build_model()
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
