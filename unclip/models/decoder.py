@@ -38,7 +38,7 @@ class Decoder(nn.Module):
                  text_source: str = "ids", text_width: int = 2048, text_layers: int = 24, text_heads: int = 32,
                  text_context_length: int = 256, clip_token_width: int | None = None, num_clip_tokens: int = 4,
                  learned_sigma: bool = True, inpaint: bool = False, dropout: float = 0.0, norm_groups: int = 32,
-                 resblock_updown: bool = True, use_checkpoint: bool = False):
+                 resblock_updown: bool = True, use_checkpoint: bool = False, patch_size: int = 1):
         super().__init__()
         self.embed_dim, self.image_size, self.inpaint = embed_dim, image_size, inpaint
         self.num_clip_tokens, self.text_width, self.learned_sigma = num_clip_tokens, text_width, learned_sigma
@@ -47,9 +47,9 @@ class Decoder(nn.Module):
         in_channels = IMAGE_CHANNELS + (IMAGE_CHANNELS + 1 if inpaint else 0)
         self.unet = UNet(
             in_channels, IMAGE_CHANNELS * (2 if learned_sigma else 1), model_channels, channel_mult, num_res_blocks,
-            attention_downsample_factors(image_size, attention_resolutions), num_head_channels=num_head_channels,
+            attention_downsample_factors(image_size // patch_size, attention_resolutions), num_head_channels=num_head_channels,
             context_dim=text_width, dropout=dropout, resblock_updown=resblock_updown, norm_groups=norm_groups,
-            use_checkpoint=use_checkpoint,
+            use_checkpoint=use_checkpoint, patch_size=patch_size,
         )
         emb_dim = self.unet.emb_dim
         self.image_to_emb = nn.Linear(embed_dim, emb_dim)
@@ -118,13 +118,15 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
                    text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
                    steps: int | str = 250, sampler: str = "ddpm", guidance_scale: float = 1.0,
                    image_size: int | None = None, masked_image: torch.Tensor | None = None,
-                   mask: torch.Tensor | None = None, generator=None, progress: bool = False) -> torch.Tensor:
+                   mask: torch.Tensor | None = None, generator=None, progress: bool = False,
+                   mean_type: str = "eps") -> torch.Tensor:
     """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1: 250 steps, learned σ with "ddpm").
+    ``mean_type``: what the network predicts ("eps", "x0" or "v"; the StageSpec's).
 
     Guidance drops z_i and the caption together in the unconditional half. For inpainting, the known
     pixels also replace pred_x0 at every step, so the sample agrees with them exactly."""
     b, size = image_emb.shape[0], image_size or decoder.image_size
-    denoiser = Denoiser(decoder, diffusion.alphas_cumprod, mean_type="eps", learned_variance=decoder.learned_sigma)
+    denoiser = Denoiser(decoder, diffusion.alphas_cumprod, mean_type=mean_type, learned_variance=decoder.learned_sigma)
     cond = {"image_emb": image_emb, "drop_image": torch.zeros(b, dtype=torch.bool, device=image_emb.device)}
     if text_tokens is not None:
         cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())

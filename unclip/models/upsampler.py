@@ -98,11 +98,12 @@ def random_aligned_crop(high: torch.Tensor, low: torch.Tensor, crop_size: int,
 @torch.no_grad()
 def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res: torch.Tensor, *,
                      steps: int | str = 27, sampler: str = "ddim", low_res_t: torch.Tensor | None = None,
-                     generator=None, progress: bool = False) -> torch.Tensor:
+                     generator=None, progress: bool = False, mean_type: str = "eps") -> torch.Tensor:
     """Upsample low_res [B, 3, h, w] to [B, 3, h·scale, w·scale] at full size (paper: DDIM, 27 steps
-    for sr256, 15 for sr1024; unguided). ``low_res_t``: the noise level of an augmented low_res."""
+    for sr256, 15 for sr1024; unguided). ``low_res_t``: the noise level of an augmented low_res;
+    ``mean_type``: what the network predicts ("eps", "x0" or "v"; the StageSpec's)."""
     b, _, h, w = low_res.shape
-    denoiser = Denoiser(upsampler, diffusion.alphas_cumprod, mean_type="eps", learned_variance=upsampler.learned_sigma)
+    denoiser = Denoiser(upsampler, diffusion.alphas_cumprod, mean_type=mean_type, learned_variance=upsampler.learned_sigma)
     cond = {"low_res": low_res} | ({"low_res_t": low_res_t} if low_res_t is not None else {})
     shape = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale)
     variance = "learned" if upsampler.learned_sigma else "small"

@@ -67,7 +67,7 @@ def build(cfg, env) -> StageParts:
             m = random_inpaint_mask(len(captions), size, generator=torch.Generator().manual_seed(cfg.seed), device=dev)
             kw = {"masked_image": images.to(dev) * m, "mask": m}
         out = sample_decoder(ema, objective.diffusion, z, tokens, mask, steps=cfg.sample.steps,
-                             guidance_scale=cfg.sample.guidance_scale, generator=g, **kw)
+                             guidance_scale=cfg.sample.guidance_scale, generator=g, mean_type=spec.mean_type, **kw)
         return Evaluation(images=torch.cat([images.cpu(), out.cpu()]), nrow=len(captions))
 
     def export(ema, out: Path) -> Path:

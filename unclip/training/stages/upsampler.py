@@ -61,7 +61,8 @@ def build(cfg, env) -> StageParts:
                              resolutions=() if res == 64 else (res,), shuffle_shards=False, rank=0, world_size=1)
         high = cycle_first(val, cfg.sample.n)[0][0][:cfg.sample.n].to(dev)
         low = corrupt(downsample(high, scale), cfg.stage.corruption, torch.Generator().manual_seed(cfg.seed))
-        out = sample_upsampler(ema, objective.diffusion, low, steps=cfg.sample.steps, generator=g)
+        out = sample_upsampler(ema, objective.diffusion, low, steps=cfg.sample.steps, generator=g,
+                               mean_type=spec.mean_type)
         near = F.interpolate(low, scale_factor=scale, mode="nearest")
         return Evaluation(images=torch.cat([near.cpu(), out.cpu(), high.cpu()]), nrow=len(high))
 
