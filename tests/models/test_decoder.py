@@ -99,3 +99,44 @@ def test_sample_decoder_guided_and_inpainting_keeps_known_pixels():
 def test_unknown_text_source_is_named():
     with pytest.raises(ValueError, match="source='bert'"):
         get_preset("decoder", "tiny", text_source="bert").build()
+
+
+class _ExactV(torch.nn.Module):
+    """The optimal v-predictor for a single target image: v = √ᾱ·ε − √(1−ᾱ)·x* with ε read off x_t.
+    One DDIM step from t = 99 (ᾱ ≈ 0) returns its pred_x0, which is x* only when v is read as v."""
+    learned_sigma, inpaint, image_size = False, False, 8
+
+    def __init__(self, target: torch.Tensor, alphas_cumprod):
+        super().__init__()
+        self.target, self.abar = target, torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+
+    def forward(self, x_t, t, image_emb, **_):
+        a = self.abar[t].float().view(-1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * self.target) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * self.target
+
+
+def test_sample_decoder_reads_the_prediction_as_its_mean_type():
+    diffusion = GaussianDiffusion(make_betas("cosine", 100))
+    target = torch.rand(1, 3, 8, 8) * 1.6 - 0.8
+    net = _ExactV(target, diffusion.alphas_cumprod)
+    out = sample_decoder(net, diffusion, torch.zeros(2, 4), steps=[99], sampler="ddim", mean_type="v",
+                         generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, target.expand(2, -1, -1, -1), atol=1e-4, rtol=0)
+    wrong = sample_decoder(net, diffusion, torch.zeros(2, 4), steps=[99], sampler="ddim",  # read as ε
+                           generator=torch.Generator().manual_seed(0))
+    assert (wrong - target).abs().mean() > 0.1
+
+
+def test_patch_stem_decoder_attends_at_the_pixel_resolutions_it_names():
+    from unclip.nn import ImageAttentionBlock
+    pr, model = tiny(patch_size=2, channel_mult=(1, 2, 2), attention_resolutions=(16, 8))
+    sizes = set()
+    for m in model.modules():
+        if isinstance(m, ImageAttentionBlock):
+            m.register_forward_hook(lambda mod, i, o: sizes.add(i[0].shape[-1]))
+    inp = decoder_inputs(pr, size=64)
+    with torch.no_grad():
+        out = model(**inp)
+    assert out.shape == (2, 6, 64, 64) and torch.isfinite(out).all()
+    assert sizes == {16, 8}  # feature maps of 16 and 8 px for a 64-px image, as with patch_size=1

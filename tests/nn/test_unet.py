@@ -155,3 +155,21 @@ def test_big_decoder_unet_builds_on_meta():
     out = model(torch.randn(1, 3, 64, 64, device="meta"), torch.zeros(1, device="meta"),
                 context=torch.randn(1, 81, 2048, device="meta"))
     assert out.shape == (1, 6, 64, 64)
+
+
+def test_unet_patch_stem_runs_the_first_level_at_half_size():
+    model = perturb(tiny_unet(patch_size=2)).eval()
+    seen = []
+    model.input_blocks[0][0].register_forward_hook(lambda m, i, o: seen.append((tuple(i[0].shape), tuple(o.shape))))
+    x, t, emb_cond, context, mask = inputs(32)
+    with torch.no_grad():
+        out = model(x, t, emb_cond, context, mask)
+    assert out.shape == (2, 6, 32, 32)
+    assert seen == [((2, 12, 16, 16), (2, 16, 16, 16))]  # 2×2 space-to-depth: 4·3 channels at 16 px
+    # every output pixel of the 2×2 block has its own channels: the four pixels of one block differ
+    block = out[0, :, :2, :2].reshape(6, 4)
+    assert not torch.allclose(block[:, 0:1].expand(6, 4), block)
+    with pytest.raises(ValueError, match="divisible by 8"):  # 2 (patch) × 4 (two downsamples)
+        model(torch.randn(1, 3, 36, 36), t[:1])
+    with pytest.raises(ValueError, match="patch_size"):
+        tiny_unet(patch_size=0)

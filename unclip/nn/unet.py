@@ -74,8 +74,12 @@ class UNet(nn.Module):
         conv_resample: give the plain Upsample/Downsample layers a 3×3 conv.
         norm_groups: GroupNorm groups (32 in ADM); must divide every level's width.
         use_checkpoint: activation checkpointing in every ResBlock and attention block.
+        patch_size: space-to-depth stem (``pixel_unshuffle``) by this factor before the first conv and
+            depth-to-space after the last, so the first level runs at H/p × W/p with p² × the input
+            channels (the cheap high-resolution stem of Hoogeboom et al. 2023, "simple diffusion").
+            Downsample factors above then count from H/p. 1 = none (ADM).
 
-    Input H and W must be divisible by ``2 ** (len(channel_mult) - 1)``.
+    Input H and W must be divisible by ``patch_size * 2 ** (len(channel_mult) - 1)``.
     """
 
     def __init__(
@@ -97,8 +101,11 @@ class UNet(nn.Module):
         use_scale_shift_norm: bool = True,
         norm_groups: int = 32,
         use_checkpoint: bool = False,
+        patch_size: int = 1,
     ):
         super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"UNet: patch_size must be >= 1, got {patch_size}")
         channel_mult = tuple(channel_mult)
         attention_resolutions = tuple(attention_resolutions)
         levels = len(channel_mult)
@@ -119,7 +126,8 @@ class UNet(nn.Module):
         self.model_channels = model_channels
         self.emb_dim = 4 * model_channels
         self.context_dim = context_dim
-        self.downsample_factor = 2 ** (levels - 1)
+        self.patch_size = patch_size
+        self.downsample_factor = 2 ** (levels - 1) * patch_size
 
         def res(cin: int, cout: int, **kw) -> ResBlock:
             return ResBlock(
@@ -136,7 +144,7 @@ class UNet(nn.Module):
         self.time_embed = TimestepEmbedding(model_channels, self.emb_dim)
 
         ch = model_channels * channel_mult[0]
-        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(in_channels, ch, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(in_channels * patch_size**2, ch, 3, padding=1)])])
         skip_chans, ds = [ch], 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -168,7 +176,7 @@ class UNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(layers))
 
         self.out = nn.Sequential(
-            group_norm(ch, norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+            group_norm(ch, norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1))
         )
 
     def forward(
@@ -184,7 +192,7 @@ class UNet(nn.Module):
         emb = self.time_embed(t)  # [B, 4·model_channels]
         if emb_cond is not None:
             emb = emb + emb_cond  # [B, 4·model_channels]
-        h, skips = x, []
+        h, skips = (nn.functional.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x), []
         for block in self.input_blocks:
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds, W/ds]
             skips.append(h)
@@ -192,7 +200,8 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)  # [B, C + C_skip, H/ds, W/ds]
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds', W/ds']
-        return self.out(h)  # [B, out_channels, H, W]
+        out = self.out(h)  # [B, out_channels·p², H/p, W/p]
+        return nn.functional.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # [B, out_channels, H, W]
 
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, emb_cond: torch.Tensor | None) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
