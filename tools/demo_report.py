@@ -206,10 +206,18 @@ def evaluate_all(out: Path, cfg: dict, state: dict) -> dict:
         rows.append([stage, s.get("steps", ""), s.get("samples_seen", ""), s.get("final_loss", s.get("loss_last", "")),
                      s.get("seconds", "")])
     clip_r = state["stages"].get("clip", {}).get("val_retrieval", {})
+    probe = state["stages"].get("embed", {}).get("z_i_probe", {})
+    probe_blocks = [table_block(
+        ["attribute", "z_i linear probe (val, one object)", "chance", "classes"],
+        [[a, _pct(r["accuracy"]), _pct(r["chance"]), r["classes"]] for a, r in probe.items()],
+        note="What the image embedding z_i carries: a softmax regression from z_i to each attribute, fit on "
+                "train one-object scenes and scored on val. An attribute near chance cannot reach the decoder "
+                "through z_i (only through the caption tokens), whatever the prior does.")] if probe else []
     report.add("Training", [
         table_block(["stage", "steps", "samples", "final loss", "wall s (last run that did it)"], rows),
         text_block(f"CLIP val top-1 retrieval: image→text {_pct(clip_r.get('image_to_text'))}, text→image "
                    f"{_pct(clip_r.get('text_to_image'))} (chance {_pct(clip_r.get('chance'))})."),
+        *probe_blocks,
         *loss_curves_blocks(curves),
     ])
     for size in (256, 1024):
@@ -271,6 +279,7 @@ def write_bench(path: Path, out: Path, state: dict, metrics: dict, wall: float, 
            "one_object": {n: {a: h[n][a] for a in ("n", "color", "shape", "size", "position", "full_match")}
                           for n in SYSTEMS},
            "groups": {n: h[n]["groups"] for n in SYSTEMS}, "eval_settings": h.get("eval_settings"),
-           "clip_val_retrieval": state["stages"].get("clip", {}).get("val_retrieval")}
+           "clip_val_retrieval": state["stages"].get("clip", {}).get("val_retrieval"),
+           "z_i_probe": state["stages"].get("embed", {}).get("z_i_probe")}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, doc)
