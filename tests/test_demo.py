@@ -39,6 +39,10 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "evals" / "compare.json").is_file()
     html = (out / "report.html").read_text()
     assert "Summary" in html and "Training" in html and "<svg" in html and "data:image/png;base64" in html
+    assert "z_i linear probe" in html  # what the image embedding carries, per attribute
+    probe = json.loads((out / "demo_state.json").read_text())["stages"]["embed"]["z_i_probe"]
+    assert set(probe) == {"shape", "color", "size", "position"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_test"] > 0 for r in probe.values())
     first = capsys.readouterr().out
     assert "report:" in first
 
