@@ -451,7 +451,8 @@ def _render_background(bg: Background, resolution: int) -> np.ndarray:
     return np.clip(rgb * shade[..., None], 0.0, 255.0)
 
 
-def _paint_object(img: np.ndarray, obj: ShapeObject, resolution: int) -> None:
+def _object_alpha(obj: ShapeObject, resolution: int) -> tuple[int, int, int, int, np.ndarray] | None:
+    """Anti-aliased coverage of `obj` inside its bounding box: (y0, y1, x0, x1, alpha [h, w, 1])."""
     r = obj.radius
     verts = shape_outline(obj.shape, r)
     extent = shape_extent(obj.shape, r)
@@ -461,7 +462,7 @@ def _paint_object(img: np.ndarray, obj: ShapeObject, resolution: int) -> None:
     y0 = max(0, int(math.floor((cy - extent) * resolution)) - 1)
     y1 = min(resolution, int(math.ceil((cy + extent) * resolution)) + 1)
     if x0 >= x1 or y0 >= y1:
-        return
+        return None
     dx = _pixel_centres(x0, x1, resolution)[None, :] - np.float32(cx)
     dy = _pixel_centres(y0, y1, resolution)[:, None] - np.float32(cy)
     if verts is None:
@@ -471,9 +472,29 @@ def _paint_object(img: np.ndarray, obj: ShapeObject, resolution: int) -> None:
         ca, sa = np.float32(math.cos(a)), np.float32(math.sin(a))
         lx, ly = ca * dx - sa * dy, sa * dx + ca * dy
         sdf = polygon_sdf(lx, ly, verts.astype(np.float32))
-    alpha = np.clip(np.float32(0.5) - sdf * np.float32(resolution), 0.0, 1.0)[..., None]
+    return y0, y1, x0, x1, np.clip(np.float32(0.5) - sdf * np.float32(resolution), 0.0, 1.0)[..., None]
+
+
+def _paint_object(img: np.ndarray, obj: ShapeObject, resolution: int) -> None:
+    box = _object_alpha(obj, resolution)
+    if box is None:
+        return
+    y0, y1, x0, x1, alpha = box
     patch = img[y0:y1, x0:x1]
     patch += alpha * (np.asarray(obj.rgb, dtype=np.float32) - patch)
+
+
+def object_mask(scene: Scene, resolution: int) -> np.ndarray:
+    """Coverage of the scene's objects [resolution, resolution] in [0, 1] (anti-aliased as rendered):
+    where the image shows an object rather than the background."""
+    mask = np.zeros((int(resolution), int(resolution), 1), dtype=np.float32)
+    for obj in scene.objects:
+        box = _object_alpha(obj, int(resolution))
+        if box is not None:
+            y0, y1, x0, x1, alpha = box
+            patch = mask[y0:y1, x0:x1]
+            patch += alpha * (1.0 - patch)
+    return mask[..., 0]
 
 
 def render(scene: Scene, resolution: int) -> Image.Image:

@@ -9,7 +9,7 @@ Paper hyperparameters are the ``stage`` group's defaults (Ramesh et al. 2022, Ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -40,6 +40,8 @@ class StageConfig:
     schedule: Optional[str] = None  # None: the paper's (cosine; linear for sr1024)
     num_timesteps: int = 1000
     loss: str = "mse"  # "mse" | "hybrid" (learned σ, Nichol & Dhariwal 2021)
+    mean_type: Optional[str] = None  # what the network predicts: "eps" | "x0" | "v"; None: the paper's for the stage
+    min_snr_gamma: Optional[float] = None  # min-SNR-γ loss weighting (Hang et al. 2023; 5 there); None: uniform
     corruption: str = "none"  # upsamplers: "blur" (sr256) | "bsr" (sr1024) | "none"
     normalizer: str = "stats"  # prior: "stats" (z_i standardised with data statistics) | "fixed" (preset scale)
     gamma_steps: int = 64  # prior: analytic-DPM Γ stored in the release for this many sampling steps
@@ -68,7 +70,7 @@ class DataConfig:
 class TrainerConfig:
     strategy: str = "auto"  # "auto" (ddp when world > 1) | "none" | "ddp" | "fsdp" (FSDP2 fully_shard)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast) | "auto" (bf16 where the device runs it natively)
     micro_batch: Optional[int] = None  # per-rank batch per micro-step (None: batch_size / world)
     backend: str = "auto"  # "auto" (nccl on GPU, gloo on CPU) | "gloo" | "nccl"
     find_unused_parameters: bool = False
@@ -96,6 +98,11 @@ class SampleConfig:
     n: int = 8
     steps: int = 25  # sampling steps for the grid (respaced)
     guidance_scale: float = 1.0
+    # decoder: the learning instrument (unclip.evals.conditioning) at every evaluation
+    gain_n: int = 64  # val samples for the conditioning gain (0: off)
+    gain_timesteps: List[int] = field(default_factory=lambda: [200, 500, 800, 950])
+    match_n: int = 32  # one-object val prompts sampled (true z_i + caption) and read by the oracle (0: off)
+    match_guidance: float = 3.0  # decoder guidance for those samples
 
 
 @dataclass

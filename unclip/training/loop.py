@@ -134,6 +134,8 @@ class _Run:
     skipped: int = 0  # non-finite steps skipped in all
     in_a_row: int = 0  # ... and since the last good step
     last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # every eval's metrics, for curves
+    train_seconds: float = 0.0  # wall time in optimizer steps (evals and checkpoints excluded)
 
 
 @dataclasses.dataclass
@@ -178,7 +180,9 @@ def _train(cfg: DictConfig, env: dist.DistEnv) -> dict[str, Any]:
     run.model.train()
 
     while run.step < run.total_steps:
+        t0 = time.perf_counter()
         loss_value, grad_norm = _train_step(run)
+        run.train_seconds += time.perf_counter() - t0
         run.step += 1
         run.samples_seen += cfg.batch_size
         window.samples += cfg.batch_size
@@ -224,9 +228,7 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
     run_dir, resolved = _prepare_run_dir(cfg, env)
     micro, accum = batch_arithmetic(cfg.batch_size, env.world_size, cfg.trainer.micro_batch)
     total_steps = math.ceil(cfg.total_samples / cfg.batch_size)
-    precision = cfg.trainer.precision
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"trainer.precision={precision!r}: expected 'fp32' or 'bf16'")
+    precision = dist.resolve_precision(cfg.trainer.precision, env.device)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     parts: StageParts = build_stage(cfg, env)
@@ -264,6 +266,7 @@ def _resume(run: _Run) -> None:
     run.ema.load_full_state_dict(state["ema"])
     run.step, run.samples_seen = int(state["step"]), int(state["samples_seen"])
     run.skipped, run.in_a_row = int(state["skipped_nonfinite"]), int(state["nonfinite_in_a_row"])
+    run.evals, run.train_seconds = list(state.get("evals", [])), float(state.get("train_seconds", 0.0))
     if len(state["data"]) == env.world_size:
         run.stream.load_state_dict(state["data"][env.rank])
         ckpt.set_rng_state(state["rng"][env.rank])
@@ -280,7 +283,8 @@ def _log_start(run: _Run) -> None:
     n_params = sum(p.numel() for p in run.raw.parameters())
     log.info("stage %s: %.2fM parameters, %d steps of %d samples (%d per rank × %d ranks × %d accumulation), "
              "strategy %s, %s, run dir %s", cfg.stage.name, n_params / 1e6, run.total_steps, cfg.batch_size,
-             run.micro, run.env.world_size, run.accum, run.strategy, cfg.trainer.precision, run.run_dir)
+             run.micro, run.env.world_size, run.accum, run.strategy,
+             dist.resolve_precision(cfg.trainer.precision, run.env.device), run.run_dir)
 
 
 # ------------------------------------------------------------------ one optimizer step
@@ -366,7 +370,8 @@ def _state_dict(run: _Run) -> dict[str, Any]:
             "scheduler": run.sched.state_dict(), "ema": run.ema.full_state_dict(), "step": run.step,
             "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "nonfinite_in_a_row": run.in_a_row,
             "data": dist.all_gather_object(run.stream.state_dict()),
-            "rng": dist.all_gather_object(ckpt.rng_state()), "config": run.resolved}
+            "rng": dist.all_gather_object(ckpt.rng_state()), "config": run.resolved,
+            "evals": run.evals, "train_seconds": run.train_seconds}
 
 
 def _save(run: _Run) -> Path | None:
@@ -393,6 +398,9 @@ def _evaluate(run: _Run, tracker: Tracker) -> None:
     if run.env.is_main and run.parts.evaluate is not None:
         result = run.parts.evaluate(module, torch.Generator().manual_seed(run.cfg.seed))
         run.last_eval = dict(result.metrics)
+        if result.metrics:
+            run.evals.append({"step": run.step, "samples_seen": run.samples_seen,
+                              "train_seconds": round(run.train_seconds, 2), **result.metrics})
         if result.images is not None:
             path = save_grid(result.images, run.run_dir / "samples" / f"step-{run.step:09d}.png", result.nrow)
             tracker.log_image("samples", path, run.step)
@@ -405,7 +413,7 @@ def _evaluate(run: _Run, tracker: Tracker) -> None:
 def _summary(run: _Run, losses: list[float], last_ckpt: Path | None, exports: list[str]) -> dict[str, Any]:
     return {"stage": run.cfg.stage.name, "run_dir": str(run.run_dir), "steps": run.step,
             "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "losses": losses,
-            "eval": run.last_eval, "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
+            "eval": run.last_eval, "evals": run.evals, "train_seconds": round(run.train_seconds, 2), "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
             "world_size": run.env.world_size, "strategy": run.strategy, "param_digest": param_digest(run.raw)}
 
 

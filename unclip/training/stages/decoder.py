@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from unclip.data import shapes as S
 from unclip.data.wds import resolve_shards, shard_pipeline
+from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
+from unclip.pipeline.images import to_pil
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
 
 from .base import Evaluation, StageParts
@@ -21,7 +24,7 @@ def build(cfg, env) -> StageParts:
                       clip_context_length=clip.context_length)
     f = spec.fields
     model = spec.build_model().to(dev)
-    objective = DiffusionObjective(spec, cfg.stage.loss)
+    objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
     size, ids = f["image_size"], f["text_source"] == "ids"
 
     @torch.no_grad()
@@ -56,11 +59,10 @@ def build(cfg, env) -> StageParts:
                               shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, seed=cfg.seed,
                               rank=rank, world_size=world)
 
+    probe_batches = _ProbeBatches(cfg)
+
     def evaluate(ema, g):
-        val = shard_pipeline(cfg.data.val_shards or cfg.data.shards, batch_size=cfg.sample.n,
-                             fields=("image", "caption"), shuffle_shards=False, rank=0, world_size=1)
-        images, captions = cycle_first(val, cfg.sample.n)[0]
-        images, captions = images[:cfg.sample.n], list(captions)[:cfg.sample.n]
+        images, captions, _ = probe_batches.grid()
         z, tokens, mask = condition(images, captions)
         kw = {}
         if f["inpaint"]:  # show inpainting of a fixed mask
@@ -68,10 +70,78 @@ def build(cfg, env) -> StageParts:
             kw = {"masked_image": images.to(dev) * m, "mask": m}
         out = sample_decoder(ema, objective.diffusion, z, tokens, mask, steps=cfg.sample.steps,
                              guidance_scale=cfg.sample.guidance_scale, generator=g, mean_type=spec.mean_type, **kw)
-        return Evaluation(images=torch.cat([images.cpu(), out.cpu()]), nrow=len(captions))
+        metrics = {} if f["inpaint"] else _learning_metrics(cfg, ema, spec, objective.diffusion, condition,
+                                                            probe_batches, g)
+        return Evaluation(images=torch.cat([images.cpu(), out.cpu()]), nrow=len(captions), metrics=metrics)
 
     def export(ema, out: Path) -> Path:
         return save_stage(out, spec, ema)
 
     return StageParts(model, loss, pipeline, lambda: spec.build_model().to(dev), evaluate, export,
                       describe=str(cfg.data.shards), info={"clip": clip.arch})
+
+
+class _ProbeBatches:
+    """Fixed validation samples (read once, on first use): the grid's first ``sample.n``, the conditioning-gain
+    batch (``sample.gain_n``, with each scene's object coverage) and the one-object prompts of the oracle match
+    (``sample.match_n``)."""
+
+    def __init__(self, cfg):
+        self.cfg, self._rows = cfg, None
+
+    def _load(self) -> list[tuple]:
+        if self._rows is None:
+            c = self.cfg.sample
+            want = max(c.n, c.gain_n, c.match_n)
+            val = shard_pipeline(self.cfg.data.val_shards or self.cfg.data.shards, batch_size=max(want, 1),
+                                 fields=("image", "caption", "scene"), shuffle_shards=False, rank=0, world_size=1)
+            rows, ones = [], 0
+            for images, captions, scenes in val:
+                for x, cap, sc in zip(images, captions, scenes):
+                    scene = S.Scene.from_dict(sc)
+                    one = len(scene.objects) == 1
+                    ones += one
+                    rows.append((x, cap, scene))
+                if len(rows) >= want and ones >= c.match_n:
+                    break
+            if not rows:
+                raise ValueError("the validation shards hold no samples")
+            self._rows = rows
+        return self._rows
+
+    def grid(self):
+        rows = self._load()[:self.cfg.sample.n]
+        return torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
+
+    def gain(self):
+        rows = self._load()[:self.cfg.sample.gain_n]
+        size = rows[0][0].shape[-1]
+        region = torch.stack([torch.from_numpy(S.object_mask(r[2], size)) for r in rows])[:, None]  # [B, 1, H, W]
+        return torch.stack([r[0] for r in rows]), [r[1] for r in rows], region
+
+    def match(self):
+        rows = [r for r in self._load() if len(r[2].objects) == 1][:self.cfg.sample.match_n]
+        return torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
+
+
+def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatches, g) -> dict[str, float]:
+    """The learning instrument on the EMA weights: conditioning gain of z_i and of the caption (whole image and
+    object region), and the oracle caption match of samples from the true z_i + caption of one-object val scenes."""
+    metrics: dict[str, float] = {}
+    dev = next(ema.parameters()).device
+    if cfg.sample.gain_n > 1:
+        images, captions, region = batches.gain()
+        z, tokens, mask = condition(images, captions)
+        perm = derangement(len(captions), torch.Generator().manual_seed(cfg.seed))
+        result = conditioning_gain(spec.denoiser(ema), diffusion, images.to(dev), decoder_probes(z, tokens, mask, perm),
+                                   timesteps=list(cfg.sample.gain_timesteps), region=region.to(dev),
+                                   generator=torch.Generator().manual_seed(cfg.seed + 1))
+        metrics.update(flatten_gain(result))
+    if cfg.sample.match_n > 0:
+        images, captions, scenes = batches.match()
+        z, tokens, mask = condition(images, captions)
+        out = sample_decoder(ema, diffusion, z, tokens, mask, steps=cfg.sample.steps,
+                             guidance_scale=cfg.sample.match_guidance, mean_type=spec.mean_type,
+                             generator=torch.Generator().manual_seed(cfg.seed + 2))
+        metrics.update(caption_match_rates(to_pil(out), scenes, captions))
+    return metrics
