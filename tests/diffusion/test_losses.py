@@ -104,3 +104,33 @@ def test_hybrid_trains_variance_through_vlb_only_and_mean_through_mse_only():
     eps_param.grad = None
     VLBLoss(DIFF, detach_mean=False)(pred(), x0, x_t, t, noise).sum().backward()
     assert eps_param.grad.abs().sum() > 0
+
+
+def test_min_snr_weights_match_their_closed_forms():
+    """Hang et al. 2023, Table 1: ε target min(SNR, γ)/SNR, x0 target min(SNR, γ), v target min(SNR, γ)/(SNR+1)."""
+    from unclip.diffusion.losses import min_snr_weight
+
+    d = GaussianDiffusion(make_betas("cosine", 1000))
+    t = torch.tensor([0, 100, 500, 800, 999])
+    acp = torch.as_tensor(d.alphas_cumprod, dtype=torch.float64)[t]
+    snr = acp / (1 - acp)
+    gamma = 5.0
+    eps_w, x0_w, v_w = (min_snr_weight(d, t, k, gamma).double() for k in ("eps", "x0", "v"))
+    torch.testing.assert_close(x0_w, snr.clamp(max=gamma), rtol=1e-6, atol=0)
+    torch.testing.assert_close(eps_w, snr.clamp(max=gamma) / snr, rtol=1e-6, atol=0)
+    torch.testing.assert_close(v_w, snr.clamp(max=gamma) / (snr + 1), rtol=1e-6, atol=0)
+    assert eps_w[-1] == pytest.approx(1.0) and eps_w[0] < 0.01  # low noise capped, high noise untouched
+
+
+def test_min_snr_weighting_scales_the_per_sample_mse():
+    d = GaussianDiffusion(make_betas("cosine", 1000))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
+    t = torch.tensor([10, 300, 700, 990])
+    pred = Prediction(x0=x0 + 0.1, eps=noise - 0.2)
+    plain = MSELoss(d, "v")(pred, x0, d.q_sample(x0, t, noise), t, noise)
+    weighted = MSELoss(d, "v", min_snr_gamma=5.0)(pred, x0, d.q_sample(x0, t, noise), t, noise)
+    from unclip.diffusion.losses import min_snr_weight
+    torch.testing.assert_close(weighted, plain * min_snr_weight(d, t, "v", 5.0))
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        MSELoss(d, "v", min_snr_gamma=0.0)

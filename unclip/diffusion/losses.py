@@ -45,20 +45,40 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     return torch.where(x < -1 + half, torch.special.log_ndtr(hi), upper)
 
 
+def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, target: MeanType | str, gamma: float) -> Tensor:
+    """Min-SNR-γ loss weights [B] (Hang et al. 2023, eq. 8 and Table 1): the x0-space weight min(SNR_t, γ),
+    rewritten for the target's own MSE — ε: min(SNR, γ)/SNR; x0: min(SNR, γ); v: min(SNR, γ)/(SNR + 1).
+    It caps the weight of the easy low-noise steps, so high-noise steps (layout, colour) get a larger share."""
+    acp = torch.as_tensor(diffusion.alphas_cumprod, dtype=torch.float64, device=t.device)[t]
+    snr = acp / (1.0 - acp)
+    capped = snr.clamp(max=gamma)
+    target = MeanType(target)
+    w = capped / snr if target is MeanType.EPS else capped if target is MeanType.X0 else capped / (snr + 1.0)
+    return w.float()
+
+
 class MSELoss:
     """‖target − prediction‖² averaged per sample, for target ε, x0 or v = sqrt(ᾱ)ε − sqrt(1−ᾱ)x0
-    (L_simple of Ho et al. 2020 for ε; the unCLIP prior uses x0)."""
+    (L_simple of Ho et al. 2020 for ε; the unCLIP prior uses x0). With ``min_snr_gamma`` each sample is
+    weighted by min-SNR-γ (``min_snr_weight``); None is the plain mean."""
 
-    def __init__(self, diffusion: GaussianDiffusion, target: MeanType | str = MeanType.EPS):
-        self.diffusion, self.target = diffusion, MeanType(target)
+    def __init__(self, diffusion: GaussianDiffusion, target: MeanType | str = MeanType.EPS,
+                 min_snr_gamma: float | None = None):
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0 (Hang et al. use 5), got {min_snr_gamma}")
+        self.diffusion, self.target, self.min_snr_gamma = diffusion, MeanType(target), min_snr_gamma
 
     def __call__(self, pred: Prediction, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         if self.target is MeanType.EPS:
-            return mean_flat((pred.eps - noise) ** 2)
-        if self.target is MeanType.X0:
-            return mean_flat((pred.x0 - x0) ** 2)
-        v_pred = self.diffusion.v_from_x0_eps(pred.x0, pred.eps, t)
-        return mean_flat((v_pred - self.diffusion.v_from_x0_eps(x0, noise, t)) ** 2)
+            loss = mean_flat((pred.eps - noise) ** 2)
+        elif self.target is MeanType.X0:
+            loss = mean_flat((pred.x0 - x0) ** 2)
+        else:
+            v_pred = self.diffusion.v_from_x0_eps(pred.x0, pred.eps, t)
+            loss = mean_flat((v_pred - self.diffusion.v_from_x0_eps(x0, noise, t)) ** 2)
+        if self.min_snr_gamma is None:
+            return loss
+        return loss * min_snr_weight(self.diffusion, t, self.target, self.min_snr_gamma).to(loss.dtype)
 
 
 class VLBLoss:
@@ -94,8 +114,9 @@ class HybridLoss:
     """
 
     def __init__(self, diffusion: GaussianDiffusion, target: MeanType | str = MeanType.EPS,
-                 var_type: VarType | str = VarType.LEARNED_RANGE, vlb_weight: float = 0.001):
-        self.mse = MSELoss(diffusion, target)
+                 var_type: VarType | str = VarType.LEARNED_RANGE, vlb_weight: float = 0.001,
+                 min_snr_gamma: float | None = None):
+        self.mse = MSELoss(diffusion, target, min_snr_gamma)
         self.vlb = VLBLoss(diffusion, var_type, detach_mean=True)
         self.vlb_scale = vlb_weight * diffusion.num_timesteps
 

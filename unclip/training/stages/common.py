@@ -23,21 +23,22 @@ def stage_spec(cfg, **dims) -> StageSpec:
         if getattr(base, k) != v:
             overrides[k] = v
     return StageSpec(stage=cfg.stage.name, preset=cfg.model.preset, overrides=overrides,
-                     schedule=cfg.stage.schedule, num_timesteps=cfg.stage.num_timesteps)
+                     schedule=cfg.stage.schedule, num_timesteps=cfg.stage.num_timesteps,
+                     mean_type=cfg.stage.get("mean_type"))
 
 
 class DiffusionObjective:
     """Draw t ~ U{0..T−1} and ε ~ N(0, I), noise x0 with q_sample, and return the stage's per-sample
     loss (MSE on the spec's target, or the hybrid loss for learned σ) [B]."""
 
-    def __init__(self, spec: StageSpec, loss: str):
+    def __init__(self, spec: StageSpec, loss: str, min_snr_gamma: float | None = None):
         self.spec, self.diffusion = spec, spec.diffusion()
         if loss == "hybrid":
             if not spec.learned_variance:
                 raise ValueError(f"stage.loss=hybrid needs a {spec.stage} preset with learned_sigma=true")
-            self.loss = HybridLoss(self.diffusion, target=spec.mean_type)
+            self.loss = HybridLoss(self.diffusion, target=spec.mean_type, min_snr_gamma=min_snr_gamma)
         elif loss == "mse":
-            self.loss = MSELoss(self.diffusion, target=spec.mean_type)
+            self.loss = MSELoss(self.diffusion, target=spec.mean_type, min_snr_gamma=min_snr_gamma)
         else:
             raise ValueError(f"stage.loss={loss!r}: expected 'mse' or 'hybrid'")
 

@@ -37,6 +37,9 @@ def _held_out(shards, n: int) -> dict:
 def build(cfg, env) -> StageParts:
     dev = env.device
     spec = stage_spec(cfg, **_dims(cfg.data.shards))
+    if spec.mean_type != "x0":  # sample_prior and the analytic-DPM Γ read the network as x0 (§2.2)
+        raise ValueError(f"stage.mean_type={spec.mean_type!r}: the prior predicts x0 (Ramesh et al. 2022, §2.2); "
+                         "set stage.mean_type=x0 or leave it unset")
     model = spec.build_model().to(dev)
     info = {"dims": {k: v for k, v in spec.fields.items() if k.startswith("clip_")}}
     if cfg.stage.normalizer == "stats":
@@ -46,7 +49,7 @@ def build(cfg, env) -> StageParts:
     elif cfg.stage.normalizer != "fixed":
         raise ValueError(f"stage.normalizer={cfg.stage.normalizer!r}: expected 'stats' or 'fixed'")
     normalizer = model.normalizer
-    objective = DiffusionObjective(spec, cfg.stage.loss)
+    objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
     p_drop = spec.fields["p_drop_text"]
     val = cfg.data.val_shards or cfg.data.shards
     resolve_shards(val)  # a wrong path fails now, not at export after training

@@ -36,7 +36,7 @@ def build(cfg, env) -> StageParts:
     spec = stage_spec(cfg)
     f = spec.fields
     model = spec.build_model().to(dev)
-    objective = DiffusionObjective(spec, cfg.stage.loss)
+    objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
     res = cfg.data.resolution or f["image_size"]
     key = "image" if res == 64 else f"image_{res}"
     scale = f["image_size"] // f["low_res_size"]
