@@ -173,3 +173,33 @@ def test_unet_patch_stem_runs_the_first_level_at_half_size():
         model(torch.randn(1, 3, 36, 36), t[:1])
     with pytest.raises(ValueError, match="patch_size"):
         tiny_unet(patch_size=0)
+
+
+def test_unet_coord_channels_feed_the_first_conv():
+    """Two coordinate channels reach the first conv (before the space-to-depth stem), and they carry signal:
+    zeroing the first conv's weights on them changes the output."""
+    x, t = torch.full((1, 3, 32, 32), 0.3), torch.tensor([500])
+    for patch in (1, 2):
+        model = perturb(tiny_unet(coord_channels=True, patch_size=patch)).eval()
+        seen = []
+        model.input_blocks[0][0].register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+        with torch.no_grad():
+            out = model(x, t)
+            conv = model.input_blocks[0][0]
+            per_channel = conv.weight.view(conv.out_channels, 5, patch * patch, 3, 3)  # unshuffle: channel-major
+            per_channel[:, 3:] = 0
+            blind = model(x, t)
+        assert seen[0] == (1, 5 * patch * patch, 32 // patch, 32 // patch)
+        assert not torch.allclose(out, blind)
+    assert tiny_unet().input_blocks[0][0].in_channels == 3
+
+
+def test_unet_coordinates_span_the_input_at_any_size():
+    from unclip.nn.unet import _coordinates
+
+    for h, w in ((4, 4), (8, 16)):
+        c = _coordinates(torch.zeros(2, 3, h, w))
+        assert c.shape == (2, 2, h, w)
+        torch.testing.assert_close(c[0, 0, 0], (torch.arange(w) + 0.5) / w * 2 - 1)  # x along a row
+        torch.testing.assert_close(c[0, 1, :, 0], (torch.arange(h) + 0.5) / h * 2 - 1)  # y down a column
+        assert torch.equal(c[0], c[1])

@@ -38,7 +38,8 @@ class Decoder(nn.Module):
                  text_source: str = "ids", text_width: int = 2048, text_layers: int = 24, text_heads: int = 32,
                  text_context_length: int = 256, clip_token_width: int | None = None, num_clip_tokens: int = 4,
                  learned_sigma: bool = True, inpaint: bool = False, dropout: float = 0.0, norm_groups: int = 32,
-                 resblock_updown: bool = True, use_checkpoint: bool = False, patch_size: int = 1):
+                 resblock_updown: bool = True, use_checkpoint: bool = False, patch_size: int = 1,
+                 coord_channels: bool = False):
         super().__init__()
         self.embed_dim, self.image_size, self.inpaint = embed_dim, image_size, inpaint
         self.num_clip_tokens, self.text_width, self.learned_sigma = num_clip_tokens, text_width, learned_sigma
@@ -49,7 +50,7 @@ class Decoder(nn.Module):
             in_channels, IMAGE_CHANNELS * (2 if learned_sigma else 1), model_channels, channel_mult, num_res_blocks,
             attention_downsample_factors(image_size // patch_size, attention_resolutions), num_head_channels=num_head_channels,
             context_dim=text_width, dropout=dropout, resblock_updown=resblock_updown, norm_groups=norm_groups,
-            use_checkpoint=use_checkpoint, patch_size=patch_size,
+            use_checkpoint=use_checkpoint, patch_size=patch_size, coord_channels=coord_channels,
         )
         emb_dim = self.unet.emb_dim
         self.image_to_emb = nn.Linear(embed_dim, emb_dim)

@@ -68,6 +68,7 @@ class DecoderPreset(ClipDims):
     resblock_updown: bool = True
     use_checkpoint: bool = False
     patch_size: int = 1  # space-to-depth stem: the UNet's first level at image_size / patch_size (paper: 1)
+    coord_channels: bool = False  # x, y coordinate input channels (CoordConv; paper: none)
 
     def build(self) -> Decoder:
         clip = self.text_source == "clip"
@@ -80,7 +81,7 @@ class DecoderPreset(ClipDims):
             clip_token_width=self.clip_token_width if clip else None, num_clip_tokens=self.num_clip_tokens,
             learned_sigma=self.learned_sigma, inpaint=self.inpaint, dropout=self.dropout,
             norm_groups=self.norm_groups, resblock_updown=self.resblock_updown, use_checkpoint=self.use_checkpoint,
-            patch_size=self.patch_size,
+            patch_size=self.patch_size, coord_channels=self.coord_channels,
         )
 
 

@@ -34,6 +34,15 @@ def attention_downsample_factors(image_size: int, resolutions: Sequence[int]) ->
     return tuple(factors)
 
 
+def _coordinates(x: torch.Tensor) -> torch.Tensor:
+    """[B, 2, H, W]: pixel-centre x (channel 0) and y (channel 1) in [−1, 1], in x's dtype."""
+    b, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) / h * 2 - 1  # [H]
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) / w * 2 - 1  # [W]
+    grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])  # [2, H, W]
+    return grid.to(x.dtype)[None].expand(b, -1, -1, -1)
+
+
 class EmbedSequential(nn.ModuleList):
     """Layers of one UNet stage: ResBlocks get the embedding, attention blocks the context tokens."""
 
@@ -78,6 +87,11 @@ class UNet(nn.Module):
             depth-to-space after the last, so the first level runs at H/p × W/p with p² × the input
             channels (the cheap high-resolution stem of Hoogeboom et al. 2023, "simple diffusion").
             Downsample factors above then count from H/p. 1 = none (ADM).
+        coord_channels: append two input channels holding each pixel's x and y in [−1, 1] (CoordConv,
+            Liu et al. 2018). Convolutions are translation-equivariant and attention here has no position
+            encoding, so without them a net can place content from a global condition ("top left" in
+            z_i or the caption) only through zero-padding effects; with them it knows where it draws.
+            Still fully convolutional: the coordinates span the input at any size.
 
     Input H and W must be divisible by ``patch_size * 2 ** (len(channel_mult) - 1)``.
     """
@@ -102,6 +116,7 @@ class UNet(nn.Module):
         norm_groups: int = 32,
         use_checkpoint: bool = False,
         patch_size: int = 1,
+        coord_channels: bool = False,
     ):
         super().__init__()
         if patch_size < 1:
@@ -127,6 +142,7 @@ class UNet(nn.Module):
         self.emb_dim = 4 * model_channels
         self.context_dim = context_dim
         self.patch_size = patch_size
+        self.coord_channels = coord_channels
         self.downsample_factor = 2 ** (levels - 1) * patch_size
 
         def res(cin: int, cout: int, **kw) -> ResBlock:
@@ -144,7 +160,7 @@ class UNet(nn.Module):
         self.time_embed = TimestepEmbedding(model_channels, self.emb_dim)
 
         ch = model_channels * channel_mult[0]
-        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(in_channels * patch_size**2, ch, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d((in_channels + 2 * coord_channels) * patch_size**2, ch, 3, padding=1)])])
         skip_chans, ds = [ch], 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -192,6 +208,8 @@ class UNet(nn.Module):
         emb = self.time_embed(t)  # [B, 4·model_channels]
         if emb_cond is not None:
             emb = emb + emb_cond  # [B, 4·model_channels]
+        if self.coord_channels:
+            x = torch.cat([x, _coordinates(x)], dim=1)  # [B, in_channels + 2, H, W]
         h, skips = (nn.functional.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x), []
         for block in self.input_blocks:
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds, W/ds]
