@@ -57,10 +57,12 @@ BUDGET = {
     "clip_steps": 360,                                               # contrastive steps of clip_batch
     "prior_samples": 30000, "decoder_samples": 26000, "sr256_samples": 480, "sr1024_samples": 96,
     "eval_one": 48, "eval_two": 16,                                  # held-out eval prompts (1 seed each)
+    "decoder_evals": 3, "gain_n": 64, "match_n": 32,                 # the decoder's learning instrument
     "grid_256": 16, "grid_1024": 1,                                  # showcase images
 }
 MINIMUM = {"n_train": 256, "n_val": 64, "n_256": 16, "n_1024": 4, "clip_steps": 4, "prior_samples": 256,
            "decoder_samples": 64, "sr256_samples": 8, "sr1024_samples": 2, "eval_one": 4, "eval_two": 2,
+           "decoder_evals": 1, "gain_n": 8, "match_n": 4,
            "grid_256": 2, "grid_1024": 1}
 CLIP_BATCH = 64
 # The demo's CLIP: a small ResNet image tower (configs/clip_model/unclip-tiny-rn). After 360 steps (~100 s) its
@@ -73,11 +75,11 @@ STAGE_ARGS = {
     "prior": ["batch_size=64", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20"],
     # bf16 autocast and a 2×2 space-to-depth stem (UNet levels at 32/16/8 px): ~75 vs ~28 samples/s for the
     # tiny preset's 64-px first level on 2 cores; batch 16 gives more optimizer steps in the budget
-    "decoder": ["batch_size=16", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20", "trainer.precision=bf16",
+    "decoder": ["batch_size=16", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20", "trainer.precision=auto",
                 "+model.overrides.patch_size=2", "+model.overrides.channel_mult=[1,2,2]",
                 "+model.overrides.attention_resolutions=[16,8]"],
-    "sr256": ["batch_size=8", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=10", "trainer.precision=bf16"],
-    "sr1024": ["batch_size=2", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=5", "trainer.precision=bf16"],
+    "sr256": ["batch_size=8", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=10", "trainer.precision=auto"],
+    "sr1024": ["batch_size=2", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=5", "trainer.precision=auto"],
 }
 STAGE_DATA = {"prior": "embeddings", "decoder": "data", "sr256": "data256", "sr1024": "data1024"}
 
@@ -222,6 +224,16 @@ def probe_embeddings(out: Path) -> dict:
     return result
 
 
+def _instrument_args(stage: str, b: dict[str, int]) -> list[str]:
+    """The decoder's learning instrument (conditioning gain + oracle match, unclip.evals.conditioning) at
+    ``decoder_evals`` points along training, the last at the end (sample.every_steps=0: only at the end)."""
+    if stage != "decoder":
+        return []
+    steps = math.ceil(b["decoder_samples"] / int(STAGE_ARGS["decoder"][0].split("=")[1]))
+    every = math.ceil(steps / b["decoder_evals"]) if b["decoder_evals"] > 1 else 0
+    return [f"sample.every_steps={every}", f"sample.gain_n={b['gain_n']}", f"sample.match_n={b['match_n']}"]
+
+
 def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
     """One `train/train.py` subprocess; resumes from its checkpoints when a previous run was cut short."""
     data = STAGE_DATA[stage]
@@ -231,7 +243,8 @@ def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
            f"run_dir={run_dir}", f"export_dir={out / 'pipeline'}", f"clip.path={out / 'pipeline' / 'clip'}",
            f"data.shards={out / data / 'train'}", f"data.val_shards={out / data / 'val'}",
            f"total_samples={b[f'{stage}_samples']}", f"seed={args.seed}", "checkpoint.resume=true",
-           f"checkpoint.every_steps={every}", *STAGE_ARGS[stage], *getattr(args, "stage_extra", {}).get(stage, [])]
+           f"checkpoint.every_steps={every}", *STAGE_ARGS[stage], *_instrument_args(stage, b),
+           *getattr(args, "stage_extra", {}).get(stage, [])]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HYDRA_FULL_ERROR="1")
     log.info("running %s", " ".join(cmd[1:]))
     proc = subprocess.run(cmd, cwd=REPO, env=env)
@@ -240,7 +253,8 @@ def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
                          f"last checkpoint in {run_dir}")
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"run_dir": str(run_dir), "steps": summary["steps"], "samples_seen": summary["samples_seen"],
-            "final_loss": summary["losses"][-1] if summary["losses"] else None}
+            "final_loss": summary["losses"][-1] if summary["losses"] else None, "evals": summary.get("evals", []),
+            "train_seconds": summary.get("train_seconds")}
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -89,6 +89,31 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls and convolutions run natively (faster than fp32) on ``device``: CUDA with bf16
+    support, or an x86 CPU with AVX512-BF16 or AMX. An AVX2-only CPU emulates bf16 convolutions — measured
+    15× slower than fp32 for the tiny decoder's training step on our 2-core AVX2 VM."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"fp32" | "bf16" as given; "auto": bf16 where the device runs it natively (``native_bf16``), else fp32."""
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"trainer.precision={precision!r}: expected 'fp32', 'bf16' or 'auto'")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def resolve_strategy(strategy: str, env: DistEnv) -> str:
     if strategy == "auto":
         return "ddp" if env.distributed else "none"
