@@ -48,7 +48,11 @@ class TextEncoder(nn.Module):
         self.clip_token_width = clip_token_width
         if source is TextSource.IDS:
             self.embed = nn.Embedding(vocab_size, width)
-            nn.init.normal_(self.embed.weight, std=0.02)
+            # N(0, 1) (PyTorch's default), not CLIP/GPT-2's 0.02: trained from scratch under the diffusion loss,
+            # token identity must dominate the residual stream from the first step. Measured on the fixed-set
+            # test (tests/training/test_conditioning_learns.py), caption-only training, 160 steps: caption gain
+            # at t=500 1.7x with std 0.02, 5.1x with std 1.
+            nn.init.normal_(self.embed.weight, std=1.0)
         else:
             self.embed = nn.Sequential(nn.LayerNorm(clip_token_width), nn.Linear(clip_token_width, width))
         self.pos_emb = nn.Parameter(torch.randn(context_length, width) * 0.01)
