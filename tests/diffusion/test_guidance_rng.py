@@ -31,10 +31,15 @@ def _inputs():
 def test_scale_one_is_exactly_conditional_and_one_doubled_forward():
     x, t, y = _inputs()
     toy = _Toy()
-    ref = toy(x, t, y=y)
+    # the conditional half of the same doubled forward (a separate batch-of-3 call may differ in the last bit:
+    # vectorised sigmoid on AVX2 rounds a row differently at another offset in the batch)
+    doubled = toy(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([y, torch.zeros(3, 5)]))
+    separate = toy(x, t, y=y)
+    torch.testing.assert_close(doubled.var_frac[:3], separate.var_frac, rtol=1e-6, atol=1e-7)
     toy.calls.clear()
     out = classifier_free_guidance(toy, 1.0, {"y": torch.zeros(1, 5)})(x, t, y=y)
-    assert torch.equal(out.x0, ref.x0) and torch.equal(out.eps, ref.eps) and torch.equal(out.var_frac, ref.var_frac)
+    for field in ("x0", "eps", "var_frac"):
+        assert torch.equal(getattr(out, field), getattr(doubled, field)[:3]), field
     assert len(toy.calls) == 1
     batch, tt, yy, _ = toy.calls[0]
     assert batch == 6 and torch.equal(tt, torch.cat([t, t]))
