@@ -10,7 +10,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--minutes", "0.1", "--set", "decoder_samples=64", "--set", "prior_samples=256", "--set", "grid_1024=0",
-        "--set", "grid_256=2", "--set", "eval_one=4", "--set", "eval_two=2", "--decoder-steps", "4"]
+        "--set", "grid_256=2", "--set", "eval_one=4", "--set", "eval_two=2", "--set", "gain_n=8", "--set", "match_n=4",
+        "--decoder-steps", "4"]
 
 
 def _demo():
@@ -43,6 +44,9 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     probe = json.loads((out / "demo_state.json").read_text())["stages"]["embed"]["z_i_probe"]
     assert set(probe) == {"shape", "color", "size", "position"}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_test"] > 0 for r in probe.values())
+    evals = json.loads((out / "demo_state.json").read_text())["stages"]["decoder"]["evals"]  # the instrument ran
+    assert len(evals) == 1 and {"gain_region/image/t800", "gain_region/text/t500", "match/full"} <= set(evals[0])
+    assert "decoder conditioning gain" in html and "gain_region/image/t800" in metrics["targets"]
     first = capsys.readouterr().out
     assert "report:" in first
 

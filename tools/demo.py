@@ -103,9 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+UNSCALED = ("gain_n", "match_n")  # sizes of one instrument reading: the same at any budget
+
+
 def budget(minutes: float, overrides: list[str]) -> dict[str, int]:
     scale = minutes / DEFAULT_MINUTES
-    b = {k: max(MINIMUM[k], int(round(v * scale))) for k, v in BUDGET.items()}
+    b = {k: v if k in UNSCALED else max(MINIMUM[k], int(round(v * scale))) for k, v in BUDGET.items()}
     for item in overrides:
         key, _, value = item.partition("=")
         if key not in BUDGET:
@@ -233,7 +236,8 @@ def _instrument_args(stage: str, b: dict[str, int]) -> list[str]:
     if stage != "decoder":
         return []
     steps = math.ceil(b["decoder_samples"] / int(STAGE_ARGS["decoder"][0].split("=")[1]))
-    every = math.ceil(steps / b["decoder_evals"]) if b["decoder_evals"] > 1 else 0
+    n = b["decoder_evals"]
+    every = math.ceil(steps / n) if n > 1 else 0 if n == 1 else -1  # -1: no evaluation at all
     return [f"sample.every_steps={every}", f"sample.gain_n={b['gain_n']}", f"sample.match_n={b['match_n']}"]
 
 

@@ -136,6 +136,7 @@ class _Run:
     last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
     evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # every eval's metrics, for curves
     train_seconds: float = 0.0  # wall time in optimizer steps (evals and checkpoints excluded)
+    precision: str = "fp32"  # trainer.precision as resolved on this device ("auto" -> fp32 | bf16)
 
 
 @dataclasses.dataclass
@@ -191,16 +192,16 @@ def _train(cfg: DictConfig, env: dist.DistEnv) -> dict[str, Any]:
 
         if env.is_main and (run.step % max(1, cfg.logger.every_steps) == 0 or run.step == run.total_steps):
             _log_metrics(run, tracker, bar, window, loss_value, grad_norm)
+        if _due(cfg.sample.every_steps, run):  # before the checkpoint: a resumed run keeps this point of its curve
+            _evaluate(run, tracker)
         if _due(cfg.checkpoint.every_steps, run):
             last_ckpt = _save(run)
-        if _due(cfg.sample.every_steps, run):
-            _evaluate(run, tracker)
 
     bar.close()
-    if run.total_steps > 0:
-        last_ckpt = _save(run)
     if cfg.sample.every_steps >= 0:
         _evaluate(run, tracker)
+    if run.total_steps > 0:
+        last_ckpt = _save(run)
     exports = export(cfg, run.parts, _ema_module(run), run.run_dir)
     summary = _summary(run, losses, last_ckpt, exports)
     if env.is_main:
@@ -244,7 +245,7 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
         else contextlib.nullcontext
     return _Run(cfg=cfg, env=env, run_dir=run_dir, resolved=resolved, micro=micro, accum=accum,
                 total_steps=total_steps, parts=parts, strategy=strategy, model=model, raw=dist.unwrap(model),
-                opt=opt, sched=sched, ema=ema, stream=stream, autocast=autocast)
+                opt=opt, sched=sched, ema=ema, stream=stream, autocast=autocast, precision=precision)
 
 
 def _resume(run: _Run) -> None:
@@ -283,8 +284,7 @@ def _log_start(run: _Run) -> None:
     n_params = sum(p.numel() for p in run.raw.parameters())
     log.info("stage %s: %.2fM parameters, %d steps of %d samples (%d per rank × %d ranks × %d accumulation), "
              "strategy %s, %s, run dir %s", cfg.stage.name, n_params / 1e6, run.total_steps, cfg.batch_size,
-             run.micro, run.env.world_size, run.accum, run.strategy,
-             dist.resolve_precision(cfg.trainer.precision, run.env.device), run.run_dir)
+             run.micro, run.env.world_size, run.accum, run.strategy, run.precision, run.run_dir)
 
 
 # ------------------------------------------------------------------ one optimizer step
@@ -413,7 +413,8 @@ def _evaluate(run: _Run, tracker: Tracker) -> None:
 def _summary(run: _Run, losses: list[float], last_ckpt: Path | None, exports: list[str]) -> dict[str, Any]:
     return {"stage": run.cfg.stage.name, "run_dir": str(run.run_dir), "steps": run.step,
             "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "losses": losses,
-            "eval": run.last_eval, "evals": run.evals, "train_seconds": round(run.train_seconds, 2), "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
+            "eval": run.last_eval, "evals": run.evals, "train_seconds": round(run.train_seconds, 2),
+            "precision": run.precision, "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,
             "world_size": run.env.world_size, "strategy": run.strategy, "param_digest": param_digest(run.raw)}
 
 

@@ -3,6 +3,7 @@ computed on the fly. z_i dropped 10% and the caption 50% (CFG); hybrid loss for 
 inpainting variant draws a random mask per sample (GLIDE §4.3)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -14,7 +15,9 @@ from unclip.pipeline.images import to_pil
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
 
 from .base import Evaluation, StageParts
-from .common import DiffusionObjective, cycle_first, load_clip, stage_spec
+from .common import DiffusionObjective, load_clip, stage_spec
+
+log = logging.getLogger(__name__)
 
 
 def build(cfg, env) -> StageParts:
@@ -59,7 +62,11 @@ def build(cfg, env) -> StageParts:
                               shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, seed=cfg.seed,
                               rank=rank, world_size=world)
 
-    probe_batches = _ProbeBatches(cfg)
+    bad_t = [t for t in cfg.sample.gain_timesteps if not 0 <= int(t) < cfg.stage.num_timesteps]
+    if bad_t:  # fail now, not at the first evaluation after minutes of training
+        raise ValueError(f"sample.gain_timesteps {bad_t}: expected steps in [0, stage.num_timesteps="
+                         f"{cfg.stage.num_timesteps})")
+    probe_batches = _ProbeBatches(cfg, instrument=not f["inpaint"])
 
     def evaluate(ema, g):
         images, captions, _ = probe_batches.grid()
@@ -84,25 +91,25 @@ def build(cfg, env) -> StageParts:
 class _ProbeBatches:
     """Fixed validation samples (read once, on first use): the grid's first ``sample.n``, the conditioning-gain
     batch (``sample.gain_n``, with each scene's object coverage) and the one-object prompts of the oracle match
-    (``sample.match_n``)."""
+    (``sample.match_n``). Reads at most a few times what it needs (never a whole training set)."""
 
-    def __init__(self, cfg):
-        self.cfg, self._rows = cfg, None
+    def __init__(self, cfg, instrument: bool = True):
+        self.cfg, self.instrument, self._rows = cfg, instrument, None
 
     def _load(self) -> list[tuple]:
         if self._rows is None:
             c = self.cfg.sample
-            want = max(c.n, c.gain_n, c.match_n)
+            want = max(c.n, c.gain_n, c.match_n) if self.instrument else c.n
+            limit = 4 * max(want, 1)  # enough for match_n one-object scenes at shapes' 50%, bounded otherwise
             val = shard_pipeline(self.cfg.data.val_shards or self.cfg.data.shards, batch_size=max(want, 1),
                                  fields=("image", "caption", "scene"), shuffle_shards=False, rank=0, world_size=1)
             rows, ones = [], 0
             for images, captions, scenes in val:
                 for x, cap, sc in zip(images, captions, scenes):
                     scene = S.Scene.from_dict(sc)
-                    one = len(scene.objects) == 1
-                    ones += one
+                    ones += len(scene.objects) == 1
                     rows.append((x, cap, scene))
-                if len(rows) >= want and ones >= c.match_n:
+                if len(rows) >= limit or (len(rows) >= want and (ones >= c.match_n or not self.instrument)):
                     break
             if not rows:
                 raise ValueError("the validation shards hold no samples")
@@ -115,12 +122,16 @@ class _ProbeBatches:
 
     def gain(self):
         rows = self._load()[:self.cfg.sample.gain_n]
+        if len(rows) < 2:
+            return None
         size = rows[0][0].shape[-1]
         region = torch.stack([torch.from_numpy(S.object_mask(r[2], size)) for r in rows])[:, None]  # [B, 1, H, W]
         return torch.stack([r[0] for r in rows]), [r[1] for r in rows], region
 
     def match(self):
         rows = [r for r in self._load() if len(r[2].objects) == 1][:self.cfg.sample.match_n]
+        if not rows:
+            return None
         return torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
 
 
@@ -129,16 +140,22 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
     object region), and the oracle caption match of samples from the true z_i + caption of one-object val scenes."""
     metrics: dict[str, float] = {}
     dev = next(ema.parameters()).device
-    if cfg.sample.gain_n > 1:
-        images, captions, region = batches.gain()
+    gain = batches.gain() if cfg.sample.gain_n > 1 else None
+    if cfg.sample.gain_n > 1 and gain is None:
+        log.warning("conditioning gain skipped: fewer than 2 validation samples")
+    if gain is not None:
+        images, captions, region = gain
         z, tokens, mask = condition(images, captions)
         perm = derangement(len(captions), torch.Generator().manual_seed(cfg.seed))
         result = conditioning_gain(spec.denoiser(ema), diffusion, images.to(dev), decoder_probes(z, tokens, mask, perm),
                                    timesteps=list(cfg.sample.gain_timesteps), region=region.to(dev),
                                    generator=torch.Generator().manual_seed(cfg.seed + 1))
         metrics.update(flatten_gain(result))
-    if cfg.sample.match_n > 0:
-        images, captions, scenes = batches.match()
+    match = batches.match() if cfg.sample.match_n > 0 else None
+    if cfg.sample.match_n > 0 and match is None:
+        log.warning("oracle match skipped: the validation shards hold no one-object shapes scene")
+    if match is not None:
+        images, captions, scenes = match
         z, tokens, mask = condition(images, captions)
         out = sample_decoder(ema, diffusion, z, tokens, mask, steps=cfg.sample.steps,
                              guidance_scale=cfg.sample.match_guidance, mean_type=spec.mean_type,
