@@ -65,9 +65,10 @@ MINIMUM = {"n_train": 256, "n_val": 64, "n_256": 16, "n_1024": 4, "clip_steps": 
            "decoder_evals": 1, "gain_n": 8, "match_n": 4,
            "grid_256": 2, "grid_1024": 1}
 CLIP_BATCH = 64
-# The demo's CLIP: a small ResNet image tower (configs/clip_model/unclip-tiny-rn). After 360 steps (~100 s) its
-# z_i encodes position (39%) and size (89%) where the ViT of unclip-tiny stays near chance even at 540 steps
-# (linear probe, see the report); neither learns shape in a CPU-minutes budget.
+# The demo's CLIP: a small ResNet image tower (configs/clip_model/unclip-tiny-rn). After 360 steps its z_i
+# encodes colour (100%), size (89–94%) and some position (27–39%) where the ViT of unclip-tiny stays near chance
+# even at 540 steps (linear probe, see the report); neither learns shape in a CPU-minutes budget, and its text
+# tower barely separates shape or place words (docs/learning.md), so the decoder reads the caption itself.
 CLIP_ARCH = "unclip-tiny-rn"
 
 # Per-stage training overrides (tiny presets; learning rates for a few-minute run, not the paper's).
