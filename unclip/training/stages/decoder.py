@@ -123,6 +123,7 @@ class _ProbeBatches:
     def gain(self):
         rows = self._load()[:self.cfg.sample.gain_n]
         if len(rows) < 2:
+            log.warning("conditioning gain skipped: fewer than 2 validation samples")
             return None
         size = rows[0][0].shape[-1]
         region = torch.stack([torch.from_numpy(S.object_mask(r[2], size)) for r in rows])[:, None]  # [B, 1, H, W]
@@ -131,6 +132,7 @@ class _ProbeBatches:
     def match(self):
         rows = [r for r in self._load() if len(r[2].objects) == 1][:self.cfg.sample.match_n]
         if not rows:
+            log.warning("oracle match skipped: the validation shards hold no one-object shapes scene")
             return None
         return torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
 
@@ -141,8 +143,6 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
     metrics: dict[str, float] = {}
     dev = next(ema.parameters()).device
     gain = batches.gain() if cfg.sample.gain_n > 1 else None
-    if cfg.sample.gain_n > 1 and gain is None:
-        log.warning("conditioning gain skipped: fewer than 2 validation samples")
     if gain is not None:
         images, captions, region = gain
         z, tokens, mask = condition(images, captions)
@@ -152,8 +152,6 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
                                    generator=torch.Generator().manual_seed(cfg.seed + 1))
         metrics.update(flatten_gain(result))
     match = batches.match() if cfg.sample.match_n > 0 else None
-    if cfg.sample.match_n > 0 and match is None:
-        log.warning("oracle match skipped: the validation shards hold no one-object shapes scene")
     if match is not None:
         images, captions, scenes = match
         z, tokens, mask = condition(images, captions)
