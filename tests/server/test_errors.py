@@ -146,6 +146,21 @@ def test_body_over_the_request_limit_is_413_before_reading(server_url):
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
+def test_a_client_still_sending_its_body_reads_the_413_every_time(server_url):
+    """The server answers an over-limit Content-Length before the client has sent its body. Closing at once would
+    reset the connection under a client still writing (it reads the answer only afterwards): a race that lost the
+    413 in many of 60 tries before the server drained the rest. Twenty in a row must all read it."""
+    outcomes = []
+    for _ in range(20):
+        try:
+            r = httpx.post(f"{server_url}/v1/images/variations", headers={"Authorization": f"Bearer {API_KEY}"},
+                           files={"image": ("huge.png", bytes(10 * 2**20), "image/png")})
+            outcomes.append(r.status_code)
+        except httpx.TransportError as e:
+            outcomes.append(type(e).__name__)
+    assert outcomes == [413] * 20
+
+
 def test_unknown_route_and_method_have_the_error_shape(server_url):
     r = httpx.get(f"{server_url}/v1/images/nope")
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}

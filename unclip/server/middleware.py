@@ -1,12 +1,17 @@
 """Body-size limit and request log, as one pure ASGI middleware (it must see the raw body stream).
 
-The limit is enforced before anything is decoded: a Content-Length over it is answered 413 without
-reading a byte, and a body without one (chunked) is counted as it streams and cut off at the limit.
+The limit is enforced before anything is decoded or kept: a Content-Length over it is answered 413, and a
+body without one (chunked) is counted as it streams and refused at the limit. Before answering, the rest
+of an over-limit body is read and thrown away (up to `_DRAIN_FACTOR` × the limit, for at most
+`_DRAIN_SECONDS`): a client still writing its body when the server answers and closes would otherwise get
+a broken connection instead of the 413 (HTTP/1.1 clients read the answer only after sending). A client
+that sent `Expect: 100-continue` is answered at once, and never sends the body.
 The log line has method, path, status, latency and image count — never headers (keys), never prompts
 unless the server is configured to log them; download tokens in paths are elided."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -16,6 +21,23 @@ from .errors import APIError
 
 log = logging.getLogger("unclip.server.access")
 _FILE_PATH = re.compile(r"^(/v1/images/files/)[^/]+$")
+_DRAIN_FACTOR = 4  # read and discard at most this many times the limit of an over-limit body
+_DRAIN_SECONDS = 5.0
+
+
+async def _drain(receive, budget: int) -> None:
+    """Read and discard the rest of a request body: at most `budget` bytes, for at most _DRAIN_SECONDS."""
+    async def loop():
+        nonlocal budget
+        while budget > 0:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            budget -= len(message.get("body", b""))
+    try:
+        await asyncio.wait_for(loop(), _DRAIN_SECONDS)
+    except asyncio.TimeoutError:
+        pass
 
 
 def _too_large(limit: int) -> APIError:
@@ -50,8 +72,11 @@ class LimitAndLogMiddleware:
             await send(message)
 
         try:
-            length = dict(scope["headers"]).get(b"content-length")
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.limit):
+                if headers.get(b"expect", b"").lower() != b"100-continue":
+                    await _drain(receive, _DRAIN_FACTOR * self.limit)
                 await self._send_error(_too_large(self.limit), send_wrapper)
                 return
             seen = 0
@@ -62,6 +87,8 @@ class LimitAndLogMiddleware:
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
                     if seen > self.limit:
+                        if message.get("more_body", False):
+                            await _drain(receive, _DRAIN_FACTOR * self.limit)
                         raise _too_large(self.limit)  # handled by the app's APIError handler
                 return message
 
