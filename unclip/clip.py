@@ -325,6 +325,12 @@ class FrozenCLIP(nn.Module):
         return int(size)
 
     @property
+    def input_side(self) -> int:
+        """The side of the square images a data reader should give this CLIP (the larger input side)."""
+        size = self.image_size
+        return size if isinstance(size, int) else max(size)
+
+    @property
     def device(self) -> torch.device:
         return self.image_emb_mean.device
 

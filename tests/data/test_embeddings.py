@@ -30,6 +30,12 @@ MICRO_CFG = {
 COLORS = ["red", "green", "blue", "yellow", "purple"]
 
 
+def _webp(rgb) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), rgb).save(buf, format="WEBP")
+    return buf.getvalue()
+
+
 def _png(rgb, size=32):
     buf = io.BytesIO()
     Image.new("RGB", (size, size), rgb).save(buf, format="PNG")
@@ -232,15 +238,40 @@ def test_validator_garbage_file(shards, tmp_path):
 
 
 def test_precompute_crash_leaves_no_half_shard(clip, shards, tmp_path):
-    """A bad sample in the second shard aborts it: no output (and no temp file) under its name."""
+    """A truncated second shard aborts it: no output (and no temp file) under its name."""
     paths, _ = shards
     broken = tmp_path / "in" / "shard-000009.tar"
     broken.parent.mkdir()
     with wds.TarWriter(str(broken)) as sink:
-        sink.write({"__key__": "000100", "png": _png((1, 2, 3)), "txt": "a red square"})
-        sink.write({"__key__": "000101", "png": _png((1, 2, 3))})  # no caption
+        for i in range(4):
+            sink.write({"__key__": f"00010{i}", "png": _png((1, 2, 3)), "txt": "a red square"})
+    broken.write_bytes(broken.read_bytes()[:1500])  # cut inside the second sample
     out = tmp_path / "out"
-    with pytest.raises(ShardMismatchError, match=rf"{broken}: sample '000101' has no 'txt' field"):
+    with pytest.raises(CorruptShardError, match=str(broken)):
         precompute_embeddings(clip, [paths[0], broken], out, batch_size=1, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", paths[0].name]
     assert json.loads((out / "manifest.json").read_text())["total"] == 5
+
+
+def test_undecodable_samples_are_skipped_listed_and_accepted_by_validation(clip, tmp_path):
+    """A caption-less sample and a corrupt image are logged and skipped; the manifest lists them; the
+    validation accepts their absence, and a resume keeps the shard."""
+    shard = tmp_path / "in" / "mixed-000000.tar"
+    shard.parent.mkdir()
+    with wds.TarWriter(str(shard)) as sink:
+        sink.write({"__key__": "a", "png": _png((200, 0, 0)), "txt": "a red square"})
+        sink.write({"__key__": "b", "png": _png((0, 200, 0))})  # no caption
+        sink.write({"__key__": "c", "jpg": b"\xff\xd8 not a jpeg", "txt": "a broken image"})
+        sink.write({"__key__": "d", "webp": _webp((0, 0, 200)), "txt": "a blue square"})
+    out = tmp_path / "out"
+    r = precompute_embeddings(clip, [shard], out, batch_size=2, progress=False)
+    assert (r["samples"], r["skipped"]) == (2, 2)
+    entry = json.loads((out / "manifest.json").read_text())["shards"][0]
+    assert sorted(entry["skipped"]) == ["b", "c"] and "txt" in entry["skipped"]["b"]
+    assert [s["__key__"] for s in iter_embedding_shard(out / shard.name)] == ["a", "d"]
+    assert validate_embedding_shards([shard], [out / shard.name])["samples"] == 2
+    with pytest.raises(ShardMismatchError, match="sample 1 has key 'd', expected 'b'"):
+        validate_embedding_shards([shard], [out / shard.name], skipped={})
+    before = (out / shard.name).stat().st_mtime_ns
+    assert precompute_embeddings(clip, [shard], out, progress=False, resume=True)["samples"] == 2
+    assert (out / shard.name).stat().st_mtime_ns == before  # validated and kept, not recomputed

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import tarfile
@@ -33,6 +34,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 from unclip.io import atomic_path, atomic_write_json
 
+from .images import IMAGE_EXTS, image_member, open_rgb
+
 if TYPE_CHECKING:
     from unclip.clip import FrozenCLIP
 
@@ -44,6 +47,7 @@ _TAR_END = 2 * tarfile.BLOCKSIZE  # a complete tar ends with two zero blocks
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's split: key up to the first dot of the basename
 
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
 
 
 class ShardMismatchError(ValueError):
@@ -177,20 +181,43 @@ def _field(shard: Path, sample: dict[str, Any], field: str) -> bytes:
     return data
 
 
+def _decode_for_clip(shard: Path, sample: dict[str, Any], image_field: str) -> tuple[str, Image.Image]:
+    """(caption, RGB image) of one image-shard sample; ValueError saying what is wrong with it."""
+    if sample.get("txt") is None:
+        raise ValueError("no txt member")
+    caption = sample["txt"].decode("utf-8")
+    if image_field == "auto":
+        _, data = image_member(sample)
+    else:
+        data = sample.get(image_field)
+        if data is None:
+            raise ValueError(f"no {image_field!r} member")
+    return caption, open_rgb(data)
+
+
 def _encode_shard(clip: FrozenCLIP, shard: Path, tmp: Path, batch_size: int, image_field: str,
-                  bar: tqdm) -> int:
-    """Encode one image shard into the tar ``tmp``; returns the sample count."""
-    count = 0
+                  bar: tqdm) -> tuple[int, dict[str, str]]:
+    """Encode one image shard into the tar ``tmp``. Samples whose caption or image cannot be decoded are
+    logged and skipped; returns (count written, {skipped key: reason})."""
+    count, skipped = 0, {}
+    fields = ({*IMAGE_EXTS, "txt"} if image_field == "auto" else {image_field, "txt"})
     with tarfile.open(tmp, "w") as tf:
-        for batch in _batched(iter_tar_samples(shard, fields={image_field, "txt"}), batch_size):
-            keys = [s["__key__"] for s in batch]
-            captions, images = [], []
+        for batch in _batched(iter_tar_samples(shard, fields=fields), batch_size):
+            keys, captions, images = [], [], []
             for s in batch:
                 try:
-                    captions.append(_field(shard, s, "txt").decode("utf-8"))
-                    images.append(Image.open(io.BytesIO(_field(shard, s, image_field))).convert("RGB"))
-                except (UnicodeDecodeError, OSError) as e:  # PIL raises OSError subclasses
-                    raise CorruptShardError(f"{shard}: sample {s['__key__']!r} cannot be decoded ({e})") from e
+                    caption, image = _decode_for_clip(shard, s, image_field)
+                except (ValueError, OSError) as e:  # PIL raises OSError subclasses; MissingImage is a ValueError
+                    skipped[s["__key__"]] = f"{type(e).__name__}: {e}"
+                    log.warning("%s: skipping sample %r (%d skipped in this shard): %s", shard, s["__key__"],
+                                len(skipped), skipped[s["__key__"]])
+                    continue
+                keys.append(s["__key__"])
+                captions.append(caption)
+                images.append(image)
+            bar.update(len(batch))
+            if not keys:
+                continue
             text_emb, tokens, mask = clip.encode_text(captions, batch_size=batch_size)
             image_emb = clip.encode_image(images, batch_size=batch_size)
             arrays = {"text_emb": text_emb.cpu().numpy().astype(np.float32),
@@ -201,28 +228,17 @@ def _encode_shard(clip: FrozenCLIP, shard: Path, tmp: Path, batch_size: int, ima
                 for field in ARRAY_FIELDS:
                     _add_member(tf, f"{key}.{field}.npy", _npy_bytes(arrays[field][i]))
                 _add_member(tf, f"{key}.txt", captions[i].encode("utf-8"))
-            count += len(batch)
-            bar.update(len(batch))
-    return count
+            count += len(keys)
+    return count, skipped
 
 
-def _clip_info(clip: FrozenCLIP) -> dict[str, Any]:
+def clip_info(clip: FrozenCLIP) -> dict[str, Any]:
     return {"arch": clip.arch, "embed_dim": clip.embed_dim, "token_width": clip.token_width,
             "context_length": clip.context_length, "image_size": clip.image_size}
 
 
-def precompute_embeddings(clip: FrozenCLIP, shard_paths: Sequence[PathLike], out_dir: PathLike,
-                          batch_size: int = 64, progress: bool = True, *, image_field: str = "png",
-                          resume: bool = False) -> dict[str, Any]:
-    """Encode every sample of ``shard_paths`` with ``clip`` into paired embedding shards in ``out_dir``.
-
-    Shards are read in order, sample by sample (no shuffling or splitting), and each output keeps
-    its input's keys and order. ``image_field`` picks the image to embed (e.g. ``"256.png"`` where
-    a shard holds several resolutions). With ``resume``, an output shard that already exists and
-    validates against its input is kept. Returns ``{"shards", "samples", "counts", "manifest"}``.
-    """
-    shards = [Path(p) for p in shard_paths]
-    out_dir = Path(out_dir)
+def check_output_folder(shards: list[Path], out_dir: Path) -> None:
+    """Refuse inputs whose embedding shards would collide or overwrite an input; a missing input."""
     names = [p.name for p in shards]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -232,36 +248,89 @@ def precompute_embeddings(clip: FrozenCLIP, shard_paths: Sequence[PathLike], out
             raise FileNotFoundError(f"image shard not found: {p}")
         if embedding_shard_path(p, out_dir).resolve() == p.resolve():
             raise ValueError(f"out_dir {out_dir} holds the image shard {p}; write embeddings to another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = _clip_info(clip)
-    manifest_path = out_dir / MANIFEST
-    if resume and manifest_path.is_file():
+
+
+def check_manifest_clip(manifest_path: Path, info: dict[str, Any]) -> None:
+    """Refuse to resume into a folder whose manifest was written by another CLIP."""
+    if manifest_path.is_file():
         old = json.loads(manifest_path.read_text()).get("clip", {})
         if {k: old.get(k) for k in info} != info:
             raise ValueError(f"{manifest_path} was written by CLIP {old}, not {info}; use another out_dir")
-    manifest = {"format": FORMAT, "clip": info, "image_field": image_field,
-                "fields": {f"{f}.npy": np.dtype(_DTYPES[f]).name for f in ARRAY_FIELDS} | {"txt": "utf-8"},
-                "shards": [], "total": 0}
+
+
+def manifest_entries(manifest_path: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's per-shard entries by embedding shard name ({} without a manifest)."""
+    if not manifest_path.is_file():
+        return {}
+    return {e["embedding_shard"]: e for e in json.loads(manifest_path.read_text()).get("shards", [])}
+
+
+def encode_shards(clip: FrozenCLIP, shards: Sequence[Path], out_dir: Path, *, batch_size: int = 64,
+                  image_field: str = "auto", previous: dict[str, dict[str, Any]] | None = None,
+                  bar: tqdm | None = None) -> list[dict[str, Any]]:
+    """Encode each image shard into its embedding shard in ``out_dir`` (written atomically); returns one
+    manifest entry per shard. ``previous`` (resuming: the old manifest's entries by embedding shard name):
+    an output that exists and validates against its input is kept."""
+    bar = bar if bar is not None else tqdm(disable=True)
     dims = {"embed_dim": clip.embed_dim, "token_width": clip.token_width, "context_length": clip.context_length}
+    entries = []
+    for shard in shards:
+        out = embedding_shard_path(shard, out_dir)
+        count, skipped = None, (previous or {}).get(out.name, {}).get("skipped", {})
+        if previous is not None and out.is_file():
+            try:
+                count = validate_embedding_shards([shard], [out], skipped={out.name: skipped}, **dims)["samples"]
+                bar.update(count + len(skipped))
+            except ShardMismatchError:
+                count = None  # stale or broken: recompute
+        if count is None:
+            with atomic_path(out) as tmp:
+                count, skipped = _encode_shard(clip, shard, tmp, batch_size, image_field, bar)
+        entries.append({"embedding_shard": out.name, "image_shard": str(shard.resolve()), "count": count,
+                        "skipped": skipped})
+    return entries
+
+
+def write_manifest(out_dir: Path, clip: FrozenCLIP, image_field: str, entries: Sequence[dict[str, Any]]) -> Path:
+    """Write ``out_dir/manifest.json`` (atomically) for these shard entries."""
+    manifest = {"format": FORMAT, "clip": clip_info(clip), "image_field": image_field,
+                "fields": {f"{f}.npy": np.dtype(_DTYPES[f]).name for f in ARRAY_FIELDS} | {"txt": "utf-8"},
+                "shards": list(entries), "total": sum(e["count"] for e in entries),
+                "skipped": sum(len(e.get("skipped", {})) for e in entries)}
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return out_dir / MANIFEST
+
+
+def precompute_embeddings(clip: FrozenCLIP, shard_paths: Sequence[PathLike], out_dir: PathLike,
+                          batch_size: int = 64, progress: bool = True, *, image_field: str = "auto",
+                          resume: bool = False) -> dict[str, Any]:
+    """Encode every sample of ``shard_paths`` with ``clip`` into paired embedding shards in ``out_dir``.
+
+    Shards are read in order, sample by sample (no shuffling or splitting), and each output keeps
+    its input's keys and order. ``image_field`` picks the image to embed: "auto" takes the first of
+    jpg / jpeg / png / webp (img2dataset's shards, any size: CLIP's own preprocessing resizes and
+    crops), or a member name such as ``"256.png"`` where a shard holds several resolutions. Samples
+    whose image or caption cannot be decoded are logged, skipped and listed in the manifest (the
+    validation accepts their absence). With ``resume``, an output shard that already exists and
+    validates against its input is kept. Returns ``{"shards", "samples", "skipped", "counts", "manifest"}``.
+    (``unclip.data.precompute`` is the command line, also under torchrun.)
+    """
+    shards, out_dir = [Path(p) for p in shard_paths], Path(out_dir)
+    check_output_folder(shards, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if resume:
+        check_manifest_clip(out_dir / MANIFEST, clip_info(clip))
+        previous = manifest_entries(out_dir / MANIFEST)
+    entries: list[dict[str, Any]] = []
     with tqdm(desc="CLIP embeddings", unit="sample", disable=not progress) as bar:
-        for shard in shards:
-            out = embedding_shard_path(shard, out_dir)
-            count = None
-            if resume and out.is_file():
-                try:
-                    count = validate_embedding_shards([shard], [out], **dims)["samples"]
-                    bar.update(count)
-                except ShardMismatchError:
-                    count = None  # stale or broken: recompute
-            if count is None:
-                with atomic_path(out) as tmp:
-                    count = _encode_shard(clip, shard, tmp, batch_size, image_field, bar)
-            manifest["shards"].append({"embedding_shard": out.name, "image_shard": str(shard.resolve()),
-                                       "count": count})
-            manifest["total"] += count
-            atomic_write_json(manifest_path, manifest)
-    return {"shards": len(shards), "samples": manifest["total"],
-            "counts": {s["embedding_shard"]: s["count"] for s in manifest["shards"]}, "manifest": manifest_path}
+        for shard in shards:  # the manifest is rewritten after each shard: a crash keeps the finished ones
+            entries += encode_shards(clip, [shard], out_dir, batch_size=batch_size, image_field=image_field,
+                                     previous=previous, bar=bar)
+            path = write_manifest(out_dir, clip, image_field, entries)
+    return {"shards": len(shards), "samples": sum(e["count"] for e in entries),
+            "skipped": sum(len(e["skipped"]) for e in entries),
+            "counts": {e["embedding_shard"]: e["count"] for e in entries}, "manifest": path}
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -293,16 +362,28 @@ def _check_sample(shard: Path, raw: dict[str, Any], dims: dict[str, int | None],
         raise ShardMismatchError(f"{shard}: sample {key!r} caption differs from the image shard's txt")
 
 
+def _skipped_keys(embedding_shards: Sequence[Path]) -> dict[str, set[str]]:
+    """{embedding shard name: keys the precompute skipped}, from the manifest beside the shards (if any)."""
+    out: dict[str, set[str]] = {}
+    for folder in {p.parent for p in embedding_shards}:
+        for name, entry in manifest_entries(folder / MANIFEST).items():
+            out[name] = set(entry.get("skipped", {}))
+    return out
+
+
 def validate_embedding_shards(image_shards: Sequence[PathLike], embedding_shards: Sequence[PathLike], *,
                               embed_dim: int | None = None, token_width: int | None = None,
-                              context_length: int | None = None) -> dict[str, Any]:
+                              context_length: int | None = None,
+                              skipped: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check that ``embedding_shards[i]`` is the embedding shard of ``image_shards[i]``.
 
     Refuses, with :class:`ShardMismatchError` naming the shard and the first offending key or field:
     different list lengths or basenames, a missing shard, different keys/order/counts, missing
     fields, arrays of the wrong shape or dtype (dims given here, or else taken from the first
     sample and held fixed), captions that differ, and truncated or corrupt tars
-    (:class:`CorruptShardError`). Returns ``{"shards", "samples", "counts", "embed_dim",
+    (:class:`CorruptShardError`). Image samples the precompute skipped (undecodable; ``skipped``:
+    {embedding shard name: keys}, default read from the manifest beside the embedding shards) may be
+    absent. Returns ``{"shards", "samples", "counts", "embed_dim",
     "token_width", "context_length"}``.
     """
     image_shards = [Path(p) for p in ([image_shards] if isinstance(image_shards, (str, os.PathLike)) else image_shards)]
@@ -311,6 +392,7 @@ def validate_embedding_shards(image_shards: Sequence[PathLike], embedding_shards
     if len(image_shards) != len(embedding_shards):
         raise ShardMismatchError(f"{len(image_shards)} image shards but {len(embedding_shards)} embedding shards")
     dims: dict[str, int | None] = {"embed_dim": embed_dim, "token_width": token_width, "context_length": context_length}
+    skipped_keys = {k: set(v) for k, v in (skipped if skipped is not None else _skipped_keys(embedding_shards)).items()}
     counts: dict[str, int] = {}
     for img, emb in zip(image_shards, embedding_shards):
         if img.name != emb.name:
@@ -319,7 +401,9 @@ def validate_embedding_shards(image_shards: Sequence[PathLike], embedding_shards
             if not p.is_file():
                 raise ShardMismatchError(f"{what} shard {p} does not exist (paired with {img if p is emb else emb})")
         n = 0
-        pairs = itertools.zip_longest(iter_tar_samples(img, fields={"txt"}), iter_tar_samples(emb))
+        gone = skipped_keys.get(emb.name, set())
+        kept = (a for a in iter_tar_samples(img, fields={"txt"}) if a["__key__"] not in gone)
+        pairs = itertools.zip_longest(kept, iter_tar_samples(emb))
         for i, (a, b) in enumerate(pairs):
             if b is None:
                 raise ShardMismatchError(f"{emb}: ends after {i} samples, but image shard {img} has more "

@@ -23,10 +23,16 @@ to the cut and counts the read error and the partial sample it leaves; a corrupt
 image counts once. (A tar cut exactly between two members reads as a shorter shard: tarfile
 cannot tell it apart; compare with the manifest's counts if that matters.)
 
+Shards are the embedded `shapes` shards or img2dataset's output as is: one image member (jpg, jpeg,
+png or webp, any size and aspect ratio), the caption ``txt``, an optional ``json``. With ``size`` the
+image is fitted to a square (short side resized, centre or seeded random crop); images under the
+minimum are skipped and counted apart (``pipeline.too_small``); shards with no image or caption
+member fail at once (LayoutError naming the shard and the members found).
+
 A decoded sample is a dict::
 
-    {"key": str, "url": shard path, "image": main-resolution image, "caption": str,
-     "scene": dict (the scene JSON), "image_{r}": image at extra resolution r (when requested)}
+    {"key": str, "url": shard path, "image": image (fitted to `size` when given), "caption": str,
+     "scene": dict or None (the json member), "image_{r}": image at extra resolution r (when requested)}
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
@@ -48,6 +55,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
+
+from .images import ImageTooSmall, MissingImage, crop_offset, fit_square, image_member, open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +88,37 @@ class SharedEpoch:
 
 class LogAndCount:
     """Webdataset exception handler: log one warning line naming the shard/key and the error,
-    count it, and continue. Raises once more than `max_failures` errors were seen (None: never)."""
+    count it, and continue. Raises once more than `max_failures` errors were seen (None: never).
+    Images under the minimum size are counted apart (``too_small``); a LayoutError is raised."""
 
     def __init__(self, max_failures: int | None = None):
         self._count = _SHARED.Value("q", 0)
+        self._small = _SHARED.Value("q", 0)
         self.max_failures = max_failures
 
     @property
     def count(self) -> int:
         return self._count.value
 
+    @property
+    def too_small(self) -> int:
+        """Images skipped for being under the minimum size (not counted as bad data)."""
+        return self._small.value
+
     def reset(self) -> None:
         self._count.value = 0
+        self._small.value = 0
 
     def __call__(self, exn: BaseException) -> bool:
+        if isinstance(exn, LayoutError):
+            raise exn
+        if isinstance(exn, SmallImage):
+            with self._small.get_lock():
+                self._small.value += 1
+                small = self._small.value
+            if small == 1 or small % 1000 == 0:  # one line, then every thousandth: small images are common
+                log.warning("skipping images under the minimum size (%d so far): %s", small, exn)
+            return True
         with self._count.get_lock():
             self._count.value += 1
             count = self._count.value
@@ -106,6 +132,20 @@ class LogAndCount:
 
 class BadSample(ValueError):
     """A sample that could not be decoded; the message names its key and shard."""
+
+
+class SmallImage(BadSample):
+    """A sample whose image is under the minimum size: skipped and counted apart (``LogAndCount.too_small``)."""
+
+
+class LayoutError(BadSample):
+    """A sample missing its image or caption that holds members this reader does not know (another
+    layout, e.g. ``gif`` images or ``caption.txt``): raised at once, never skipped, since every sample of
+    such shards would be. A sample that merely lacks a member (the partial sample at a tar's cut) is a
+    BadSample, counted and skipped."""
+
+
+_KNOWN_MEMBER = re.compile(r"^(jpg|jpeg|png|webp|txt|json|\d+\.png)$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +286,7 @@ class EpochResampledShards(wds.ResampledShards):
         return super().__iter__()
 
 
-def _to_image(data: bytes, image_format: str) -> Image.Image | torch.Tensor:
-    image = Image.open(io.BytesIO(data))
-    image.load()  # decode now so a corrupt PNG fails here, inside the handler's reach
-    image = image.convert("RGB")
+def _to_tensor(image: Image.Image, image_format: str) -> Image.Image | torch.Tensor:
     if image_format == "pil":
         return image
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # H W C
@@ -257,24 +294,44 @@ def _to_image(data: bytes, image_format: str) -> Image.Image | torch.Tensor:
 
 
 def decode_sample(
-    sample: dict[str, Any], image_format: str = "torch", resolutions: Sequence[int] = ()
+    sample: dict[str, Any], image_format: str = "torch", resolutions: Sequence[int] = (), *,
+    size: int | None = None, crop: str = "center", min_size: int | None = None, seed: int = 0,
+    epoch: SharedEpoch | None = None,
 ) -> dict[str, Any]:
-    """Raw tar sample -> {"key", "url", "image", "caption", "scene", "image_{r}"...}; raises
-    BadSample naming the key and shard on any missing member or undecodable content."""
+    """Raw tar sample -> {"key", "url", "image", "caption", "scene", "image_{r}"...}.
+
+    The image is the first member of jpg / jpeg / png / webp; with `size` it is fitted to a square
+    (``unclip.data.images.fit_square``: short side resized, `crop` "center" or "random", the random
+    offset seeded by (seed, epoch, key)); `min_size` is the smallest short side kept (default: the
+    target size, never upscale). ``image_{r}`` is the ``{r}.png`` member when the shard has one,
+    else the image fitted to r. ``scene`` is the parsed json member (a shapes scene, or img2dataset's
+    metadata) or None. Raises BadSample naming the key and shard on a missing member or undecodable
+    content, SmallImage when an image is under the minimum."""
     key, url = sample.get("__key__"), sample.get("__url__")
+    e = 0 if epoch is None else epoch.get()
+
+    def fit(image, r):
+        return fit_square(image, r, crop=crop, min_size=min_size, offset_fn=lambda span: crop_offset(seed, e, key, span))
+
     try:
-        out = {
-            "key": key,
-            "url": url,
-            "image": _to_image(sample["png"], image_format),
-            "caption": sample["txt"].decode("utf-8"),
-            "scene": json.loads(sample["json"]),
-        }
+        _, data = image_member(sample)
+        image = open_rgb(data)
+        out = {"key": key, "url": url, "image": _to_tensor(fit(image, size) if size else image, image_format),
+               "caption": sample["txt"].decode("utf-8"),
+               "scene": json.loads(sample["json"]) if sample.get("json") is not None else None}
         for r in resolutions:
-            out[f"image_{r}"] = _to_image(sample[f"{r}.png"], image_format)
+            extra = sample.get(f"{r}.png")
+            out[f"image_{r}"] = _to_tensor(open_rgb(extra) if extra is not None else fit(image, r), image_format)
+    except ImageTooSmall as exn:
+        raise SmallImage(f"sample {key!r} in {url}: {exn}") from exn
+    except (MissingImage, KeyError) as exn:
+        found = sorted(k for k in sample if not k.startswith("__"))
+        what = str(exn) if isinstance(exn, MissingImage) else f"no {exn} member (found members {found})"
+        if any(not _KNOWN_MEMBER.match(k) for k in found):  # another layout: every sample would be skipped
+            raise LayoutError(f"shard {url}, sample {key!r}: {what}") from exn
+        raise BadSample(f"sample {key!r} in {url}: {what}") from exn  # e.g. the partial sample at a tar's cut
     except Exception as exn:
-        missing = f"missing member {exn}" if isinstance(exn, KeyError) else f"{type(exn).__name__}: {exn}"
-        raise BadSample(f"sample {key!r} in {url}: {missing}") from exn
+        raise BadSample(f"sample {key!r} in {url}: {type(exn).__name__}: {exn}") from exn
     return out
 
 
@@ -301,6 +358,10 @@ class ShardPipeline(wds.DataPipeline):
     def failures(self) -> int:
         return self.handler.count
 
+    @property
+    def too_small(self) -> int:
+        return self.handler.too_small
+
 
 def shard_pipeline(
     shards: str | os.PathLike | Sequence[str | os.PathLike],
@@ -310,6 +371,9 @@ def shard_pipeline(
     partial_batches: bool = True,
     image_format: str = "torch",
     resolutions: Sequence[int] = (),
+    size: int | None = None,
+    crop: str = "center",
+    min_size: int | None = None,
     fields: Sequence[str] | None = None,
     shuffle_shards: bool = True,
     shuffle_buffer: int = 0,
@@ -324,18 +388,22 @@ def shard_pipeline(
 
     shards: brace pattern, glob, directory (with `split`) or list.  image_format: 'torch' (CHW
     float in [-1, 1]) or 'pil'.  resolutions: extra resolutions to decode as 'image_{r}'.
+    size / crop / min_size: fit every image to a `size` square ("center" or seeded "random" crop; short
+    sides under `min_size`, default `size`, are skipped and counted; see ``decode_sample``).
     fields: return these sample fields as a tuple instead of the dict.  resampled: draw shards
     with replacement (no node/worker split needed; every rank × worker draws its own).
     rank / world_size: default from torch.distributed, else env RANK / WORLD_SIZE, else 0 / 1.
     """
     if image_format not in ("torch", "pil"):
         raise ValueError(f"image_format must be 'torch' or 'pil', got {image_format!r}")
-    decode = partial(decode_sample, image_format=image_format, resolutions=tuple(resolutions))
+    shared_epoch = SharedEpoch(epoch)
+    decode = partial(decode_sample, image_format=image_format, resolutions=tuple(resolutions), size=size, crop=crop,
+                     min_size=min_size, seed=seed, epoch=shared_epoch)
     tail = [wds.map(partial(pick_fields, fields=tuple(fields))) if fields else None,
             wds.batched(batch_size, partial=partial_batches) if batch_size else None]
     return build_pipeline(resolve_shards(shards, split), decode, tail, shuffle_shards=shuffle_shards,
-                          shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch, rank=rank,
-                          world_size=world_size, handler=handler)
+                          shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=shared_epoch,
+                          rank=rank, world_size=world_size, handler=handler)
 
 
 def build_pipeline(
@@ -347,7 +415,7 @@ def build_pipeline(
     shuffle_buffer: int = 0,
     resampled: bool = False,
     seed: int = 0,
-    epoch: int = 0,
+    epoch: int | SharedEpoch = 0,
     rank: int | None = None,
     world_size: int | None = None,
     handler: LogAndCount | None = None,
@@ -357,7 +425,7 @@ def build_pipeline(
     rank, world_size = dist_info(rank, world_size)
     if not resampled and len(urls) < world_size:
         raise ValueError(f"{len(urls)} shards cannot feed {world_size} ranks: write more shards or use resampled=True")
-    shared_epoch = SharedEpoch(epoch)
+    shared_epoch = epoch if isinstance(epoch, SharedEpoch) else SharedEpoch(epoch)
     handler = handler or LogAndCount()
     if resampled:
         source = [EpochResampledShards(urls, seed, shared_epoch, rank, world_size)]

@@ -130,7 +130,7 @@ def train_frozen_clip_on_shards(clip, shards, cfg: ClipTrainConfig, *, batch_siz
     from unclip.data.wds import shard_pipeline
 
     pipeline = shard_pipeline(shards, batch_size=batch_size, partial_batches=False, fields=("image", "caption"),
-                              resampled=True, shuffle_buffer=1000, seed=seed)
+                              size=clip.input_side, crop="random", resampled=True, shuffle_buffer=1000, seed=seed)
     loader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0)
 
     def batches() -> Iterator[tuple[torch.Tensor, list[str]]]:
@@ -153,13 +153,15 @@ def train_frozen_clip_on_shards(clip, shards, cfg: ClipTrainConfig, *, batch_siz
 
 
 @torch.no_grad()
-def evaluate_retrieval(clip, shards, *, max_samples: int = 512, batch_size: int = 128) -> dict[str, float]:
-    """Top-1 image↔caption retrieval of ``clip`` over the first ``max_samples`` samples of ``shards``."""
+def evaluate_retrieval(clip, shards, *, max_samples: int = 512, batch_size: int = 128,
+                       min_size: int | None = None) -> dict[str, float]:
+    """Top-1 image↔caption retrieval of ``clip`` over the first ``max_samples`` samples of ``shards`` (images
+    centre-cropped to the CLIP's input size; short sides under ``min_size``, default that size, skipped)."""
     from unclip.data.wds import shard_pipeline
     from unclip.metrics import retrieval_top1
 
     pipeline = shard_pipeline(shards, batch_size=batch_size, fields=("image", "caption"), shuffle_shards=False,
-                              rank=0, world_size=1)  # every shard, also when called on rank 0 of a DDP run
+                              size=clip.input_side, min_size=min_size, rank=0, world_size=1)  # every shard, also when called on rank 0 of a DDP run
     image_embs, text_embs, seen = [], [], 0
     for images, captions in pipeline:
         image_embs.append(clip.encode_image(images, value_range=(-1.0, 1.0)))

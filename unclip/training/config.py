@@ -58,12 +58,17 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    shards: Any = MISSING  # brace pattern, glob, directory or list (prior: embedding shards)
+    shards: Any = MISSING  # brace pattern, glob, directory or list (prior: embedding shards or a clip-retrieval root)
     val_shards: Any = None  # held-out shards for sample grids / retrieval / Γ (None: the train shards)
-    resolution: Optional[int] = None  # upsamplers: decode the `{r}.png` member (shards with extra resolutions)
+    resolution: Optional[int] = None  # upsamplers: the `{r}.png` member, else the image fitted to r (real photos)
+    min_image_size: Optional[int] = None  # smallest short side kept (None: the stage's resolution; smaller are skipped)
     num_workers: int = 0
     shuffle_buffer: int = 256
     resampled: bool = False  # draw shards with replacement (fewer shards than ranks × workers)
+    # prior: "auto" (a directory with img_emb/ and text_emb/ is clip-retrieval output, else embedding
+    # shards) | "shards" (unclip.data.embeddings) | "clip_retrieval" (`clip-retrieval inference` output)
+    format: str = "auto"
+    caption_column: str = "caption"  # clip-retrieval: the metadata parquet column holding the captions
 
 
 @dataclass

@@ -38,9 +38,11 @@ class BatchStream:
                 return batch
             except StopIteration:
                 if self.index == 0:
+                    small = getattr(self.pipeline, "too_small", 0)
                     raise ValueError(f"no full batch could be read from {self.describe} "
-                                     f"({self.pipeline.failures} bad samples skipped): fewer samples per rank "
-                                     "than the micro batch? use more data, a smaller batch or data.resampled=true")
+                                     f"({self.pipeline.failures} bad samples and {small} images under "
+                                     "data.min_image_size skipped): fewer samples per rank than the micro batch? "
+                                     "use more data, a smaller batch, data.resampled=true or a lower data.min_image_size")
                 self.epoch, self.index, self._it = self.epoch + 1, 0, None
         raise RuntimeError("unreachable")
 

@@ -410,8 +410,16 @@ def _evaluate(run: _Run, tracker: Tracker) -> None:
     dist.barrier()
 
 
+def _data_counts(run: _Run) -> dict[str, int]:
+    """Samples the readers skipped, summed over ranks: bad data, and images under data.min_image_size."""
+    pipe = run.stream.pipeline
+    mine = {"bad_samples": int(pipe.failures), "too_small": int(getattr(pipe, "too_small", 0))}
+    every = dist.all_gather_object(mine)
+    return {k: sum(c[k] for c in every) for k in mine}
+
+
 def _summary(run: _Run, losses: list[float], last_ckpt: Path | None, exports: list[str]) -> dict[str, Any]:
-    return {"stage": run.cfg.stage.name, "run_dir": str(run.run_dir), "steps": run.step,
+    return {"stage": run.cfg.stage.name, "data": _data_counts(run), "run_dir": str(run.run_dir), "steps": run.step,
             "samples_seen": run.samples_seen, "skipped_nonfinite": run.skipped, "losses": losses,
             "eval": run.last_eval, "evals": run.evals, "train_seconds": round(run.train_seconds, 2),
             "precision": run.precision, "checkpoint": str(last_ckpt) if last_ckpt else None, "exports": exports,

@@ -47,6 +47,7 @@ def build(cfg, env) -> StageParts:
 
     def pipeline(rank, world, micro):
         return shard_pipeline(cfg.data.shards, batch_size=micro, partial_batches=False, fields=("image", "caption"),
+                              size=wrapper.input_side, crop="random", min_size=cfg.data.min_image_size,
                               shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, seed=cfg.seed,
                               rank=rank, world_size=world)
 
@@ -59,7 +60,8 @@ def build(cfg, env) -> StageParts:
         return frozen
 
     def evaluate(ema, g):
-        r = evaluate_retrieval(as_frozen(ema), cfg.data.val_shards or cfg.data.shards, max_samples=512)
+        r = evaluate_retrieval(as_frozen(ema), cfg.data.val_shards or cfg.data.shards, max_samples=512,
+                               min_size=cfg.data.min_image_size)
         return Evaluation(metrics={f"clip/val_{k}": v for k, v in r.items()})
 
     def export(ema, out: Path) -> Path:

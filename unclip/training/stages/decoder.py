@@ -59,6 +59,7 @@ def build(cfg, env) -> StageParts:
 
     def pipeline(rank, world, micro):
         return shard_pipeline(cfg.data.shards, batch_size=micro, partial_batches=False, fields=("image", "caption"),
+                              size=size, crop="random", min_size=cfg.data.min_image_size,
                               shuffle_buffer=cfg.data.shuffle_buffer, resampled=cfg.data.resampled, seed=cfg.seed,
                               rank=rank, world_size=world)
 
@@ -66,7 +67,7 @@ def build(cfg, env) -> StageParts:
     if bad_t:  # fail now, not at the first evaluation after minutes of training
         raise ValueError(f"sample.gain_timesteps {bad_t}: expected steps in [0, stage.num_timesteps="
                          f"{cfg.stage.num_timesteps})")
-    probe_batches = _ProbeBatches(cfg, instrument=not f["inpaint"])
+    probe_batches = _ProbeBatches(cfg, size, instrument=not f["inpaint"])
 
     def evaluate(ema, g):
         images, captions, _ = probe_batches.grid()
@@ -93,8 +94,8 @@ class _ProbeBatches:
     batch (``sample.gain_n``, with each scene's object coverage) and the one-object prompts of the oracle match
     (``sample.match_n``). Reads at most a few times what it needs (never a whole training set)."""
 
-    def __init__(self, cfg, instrument: bool = True):
-        self.cfg, self.instrument, self._rows = cfg, instrument, None
+    def __init__(self, cfg, size: int, instrument: bool = True):
+        self.cfg, self.size, self.instrument, self._rows = cfg, size, instrument, None
 
     def _load(self) -> list[tuple]:
         if self._rows is None:
@@ -102,12 +103,13 @@ class _ProbeBatches:
             want = max(c.n, c.gain_n, c.match_n) if self.instrument else c.n
             limit = 4 * max(want, 1)  # enough for match_n one-object scenes at shapes' 50%, bounded otherwise
             val = shard_pipeline(self.cfg.data.val_shards or self.cfg.data.shards, batch_size=max(want, 1),
-                                 fields=("image", "caption", "scene"), shuffle_shards=False, rank=0, world_size=1)
+                                 fields=("image", "caption", "scene"), size=self.size, min_size=self.cfg.data.min_image_size,
+                                 shuffle_shards=False, rank=0, world_size=1)
             rows, ones = [], 0
             for images, captions, scenes in val:
                 for x, cap, sc in zip(images, captions, scenes):
-                    scene = S.Scene.from_dict(sc)
-                    ones += len(scene.objects) == 1
+                    scene = _shapes_scene(sc)
+                    ones += scene is not None and len(scene.objects) == 1
                     rows.append((x, cap, scene))
                 if len(rows) >= limit or (len(rows) >= want and (ones >= c.match_n or not self.instrument)):
                     break
@@ -125,16 +127,28 @@ class _ProbeBatches:
         if len(rows) < 2:
             log.warning("conditioning gain skipped: fewer than 2 validation samples")
             return None
-        size = rows[0][0].shape[-1]
-        region = torch.stack([torch.from_numpy(S.object_mask(r[2], size)) for r in rows])[:, None]  # [B, 1, H, W]
+        size, region = rows[0][0].shape[-1], None
+        if all(r[2] is not None for r in rows):  # shapes scenes: also measure over the object's region
+            region = torch.stack([torch.from_numpy(S.object_mask(r[2], size)) for r in rows])[:, None]  # [B,1,H,W]
         return torch.stack([r[0] for r in rows]), [r[1] for r in rows], region
 
     def match(self):
-        rows = [r for r in self._load() if len(r[2].objects) == 1][:self.cfg.sample.match_n]
+        rows = [r for r in self._load() if r[2] is not None and len(r[2].objects) == 1][:self.cfg.sample.match_n]
         if not rows:
-            log.warning("oracle match skipped: the validation shards hold no one-object shapes scene")
+            log.warning("oracle match skipped: the caption-match oracle reads shapes scenes only, and the validation "
+                        "shards hold no one-object shapes scene")
             return None
         return torch.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
+
+
+def _shapes_scene(meta) -> S.Scene | None:
+    """The shapes scene of a sample's json member, or None (real data: img2dataset's metadata, or no json)."""
+    if not isinstance(meta, dict) or "objects" not in meta:
+        return None
+    try:
+        return S.Scene.from_dict(meta)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatches, g) -> dict[str, float]:
@@ -148,7 +162,8 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
         z, tokens, mask = condition(images, captions)
         perm = derangement(len(captions), torch.Generator().manual_seed(cfg.seed))
         result = conditioning_gain(spec.denoiser(ema), diffusion, images.to(dev), decoder_probes(z, tokens, mask, perm),
-                                   timesteps=list(cfg.sample.gain_timesteps), region=region.to(dev),
+                                   timesteps=list(cfg.sample.gain_timesteps),
+                                   region=None if region is None else region.to(dev),
                                    generator=torch.Generator().manual_seed(cfg.seed + 1))
         metrics.update(flatten_gain(result))
     match = batches.match() if cfg.sample.match_n > 0 else None

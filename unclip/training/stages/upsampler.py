@@ -53,12 +53,14 @@ def build(cfg, env) -> StageParts:
 
     def pipeline(rank, world, micro):
         return shard_pipeline(cfg.data.shards, batch_size=micro, partial_batches=False, fields=(key,),
-                              resolutions=() if res == 64 else (res,), shuffle_buffer=cfg.data.shuffle_buffer,
+                              resolutions=() if res == 64 else (res,), size=64 if res == 64 else None,
+                              crop="random", min_size=cfg.data.min_image_size, shuffle_buffer=cfg.data.shuffle_buffer,
                               resampled=cfg.data.resampled, seed=cfg.seed, rank=rank, world_size=world)
 
     def evaluate(ema, g):
         val = shard_pipeline(cfg.data.val_shards or cfg.data.shards, batch_size=cfg.sample.n, fields=(key,),
-                             resolutions=() if res == 64 else (res,), shuffle_shards=False, rank=0, world_size=1)
+                             resolutions=() if res == 64 else (res,), size=64 if res == 64 else None,
+                             min_size=cfg.data.min_image_size, shuffle_shards=False, rank=0, world_size=1)
         high = cycle_first(val, cfg.sample.n)[0][0][:cfg.sample.n].to(dev)
         low = corrupt(downsample(high, scale), cfg.stage.corruption, torch.Generator().manual_seed(cfg.seed))
         out = sample_upsampler(ema, objective.diffusion, low, steps=cfg.sample.steps, generator=g,
