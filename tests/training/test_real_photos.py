@@ -15,7 +15,7 @@ from unclip.models import load_stage
 from unclip.training import train
 
 from ..photos import encode, photo_samples, write_photo_shards
-from .conftest import PYTHON, REPO, compose_cfg, overrides_for, subprocess_env
+from .conftest import PYTHON, REPO, TORCHRUN, compose_cfg, overrides_for, subprocess_env
 
 CORRUPT = (3,)
 N_SMALL = 3  # photo_samples(24) has 3 crops of 60x48, under the decoder's 64 px
@@ -98,3 +98,18 @@ def test_each_stage_trains_on_photos(stage, photos, tmp_path):
     if stage != "clip":
         spec, _ = load_stage(tmp_path / "out" / stage)
         assert spec.stage == stage
+
+
+def test_precompute_under_torchrun_splits_shards_and_matches_one_process(photos, tmp_path):
+    """Two ranks encode alternate shards; rank 0's manifest lists all three in input order, and each shard
+    holds the same bytes as the one-process run's."""
+    out = tmp_path / "emb2"
+    proc = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "-m", "unclip.data.precompute", "--clip", photos["clip"],
+                           "--shards", photos["train"], "--out", str(out)],
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'rank': 0, 'rank_shards': 2" in proc.stdout and "'rank': 1, 'rank_shards': 1" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["embedding_shard"] for e in manifest["shards"]] == [p.name for p in photos["train_shards"]]
+    for p in photos["train_shards"]:
+        assert (out / p.name).read_bytes() == (photos["root"] / "emb" / p.name).read_bytes()
