@@ -1,8 +1,10 @@
 """Moderation: a prompt filter (category term lists) and an image filter (CLIP concept similarity).
 
-* Prompt filter: every term becomes a regular expression that tolerates case, accents, punctuation,
-  spacing and separators between letters ("k.i.l.l", "k i l l"), repeated letters ("kiiill") and simple
-  leetspeak ("k1ll", "p0rn"), while matching whole words only (so "skill" never matches "kill").
+* Prompt filter (``unclip.prompt_filter``): the prompt is normalised (Unicode look-alikes, accents, case,
+  leetspeak, separators, repeated letters) and its tokens matched against the terms' skeletons, in time
+  linear in the prompt's length (no regular expression that could backtrack); whole tokens only, so
+  "skill" never matches "kill"; inflections ("nudity", "pornography") match; allowed phrases
+  ("naked mole rat") exempt the terms inside them.
 * Image filter (as diffusers' StableDiffusionSafetyChecker): cosine similarity of an image's CLIP
   embedding to each concept text's CLIP embedding, flagged above the concept's threshold.
 
@@ -13,8 +15,6 @@ category that fired and whether the prompt or an image did.
 from __future__ import annotations
 
 import os
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +24,10 @@ import torch
 from omegaconf import OmegaConf
 
 from unclip.pipeline.errors import InputError
+from unclip.prompt_filter import PromptFilter
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation" / "default.yaml"
 CATEGORIES = ("hate", "harassment", "self-harm", "sexual", "sexual/minors", "violence", "violence/graphic")
-
-# Characters a letter may be written as (lowercase text, after accent folding).
-_LEET = {"a": "a4@", "b": "b8", "e": "e3", "g": "g9", "i": "i1!|", "l": "l1|", "o": "o0", "s": "s5$", "t": "t7+",
-         "z": "z2"}
-_SEP = r"[^a-z0-9]{0,3}"  # separators allowed between the letters of a term
 
 
 @dataclass(frozen=True)
@@ -50,40 +46,6 @@ class ModerationError(InputError):
         super().__init__(param, f"rejected by the {source} moderation filter (category {category!r})"
                                 + (f": {detail}" if detail else ""))
         self.category, self.source = category, source
-
-
-def fold(text: str) -> str:
-    """Lowercase with accents removed (NFKD, combining marks dropped)."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def term_pattern(term: str) -> re.Pattern:
-    """The whole-word, obfuscation-tolerant pattern of ``term`` (words of letters, spaces between)."""
-    words = [w for w in re.split(r"[^a-z0-9]+", fold(term)) if w]
-    if not words:
-        raise ValueError(f"moderation term {term!r} has no letters")
-    letter = lambda c: f"[{re.escape(_LEET.get(c, c))}]+"  # noqa: E731  (repeats: "kiiill")
-    body = _SEP.join(_SEP.join(letter(c) for c in w) for w in words)
-    return re.compile(rf"(?<![a-z0-9]){body}(?:{_SEP}(?:e?s|ed|ing))?(?![a-z0-9])")
-
-
-class PromptFilter:
-    """Category → terms; ``check`` returns (category, term) of the first match in category order."""
-
-    def __init__(self, categories: Mapping[str, Sequence[str]]):
-        self.categories = {str(c): [str(t) for t in terms] for c, terms in categories.items()}
-        for c, terms in self.categories.items():
-            if isinstance(categories[c], str):
-                raise ValueError(f"moderation category {c!r}: expected a list of terms, got a string")
-        self._patterns = [(c, t, term_pattern(t)) for c, terms in self.categories.items() for t in terms]
-
-    def check(self, text: str) -> tuple[str, str] | None:
-        folded = fold(text)
-        for category, term, pattern in self._patterns:
-            if pattern.search(folded):
-                return category, term
-        return None
 
 
 @dataclass(frozen=True)
@@ -140,15 +102,17 @@ class Moderator:
             if not path.is_file():
                 raise FileNotFoundError(f"moderation config not found: {path}")
             config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        unknown = sorted(set(config) - {"prompt_categories", "image_concepts"})
+        unknown = sorted(set(config) - {"prompt_categories", "prompt_allow", "image_concepts"})
         if unknown:
-            raise ValueError(f"moderation config has unknown keys {unknown}: expected prompt_categories, image_concepts")
+            raise ValueError(f"moderation config has unknown keys {unknown}: expected prompt_categories, "
+                             "prompt_allow, image_concepts")
         concepts = []
         for i, c in enumerate(config.get("image_concepts") or []):
             if set(c) != {"category", "text", "threshold"}:
                 raise ValueError(f"image_concepts[{i}] = {c}: expected keys category, text, threshold")
             concepts.append(Concept(str(c["category"]), str(c["text"]), float(c["threshold"])))
-        return cls(PromptFilter(config.get("prompt_categories") or {}), ImageFilter(concepts, clip))
+        prompts = PromptFilter(config.get("prompt_categories") or {}, config.get("prompt_allow") or ())
+        return cls(prompts, ImageFilter(concepts, clip))
 
     @classmethod
     def default(cls, clip=None) -> Moderator:
