@@ -1,7 +1,10 @@
 """Compare two or more systems on the same prompts and seeds: caption and photorealism judges,
 win rates with Wilson intervals, Bradley–Terry ranking with bootstrap intervals (> 2 systems).
 
-    python evals/compare.py '+runs={a: DIR_A, b: DIR_B}' [clip.dir=PIPELINE/clip] [out_dir=runs/evals]
+    python evals/compare.py '+runs={a: DIR_A, b: DIR_B}' [clip.dir=PIPELINE/clip] [out_dir=runs/evals] \
+        [reference=PHOTO_DIR_OR_SHARDS] [fid_weights=INCEPTION.pth]
+
+Every system is scored against the same reference set (default: shapes renders), prepared once.
 
 Writes ${out_dir}/compare.json and appends sections to ${out_dir}/report.html.
 """

@@ -24,8 +24,15 @@ class _Common:
     report: str = "${out_dir}/report.html"  # sections JSON is kept beside it (report.json)
     clip: ClipConfig = dataclasses.field(default_factory=ClipConfig)
     features: Optional[Any] = None  # null: CLIP image features; else a _target_ building images -> [N, D]
-    n_reference: int = 200  # real shapes renders (val split) for FD / precision / recall / realism
-    reference_seed: int = 0
+    # reference set of FD / precision / recall / realism / Inception FID. null: shapes renders (val split);
+    # else an image folder (png/jpg/jpeg/webp) or webdataset shards (a directory of .tar, a brace pattern
+    # '/data/coco/{00000..00009}.tar', a glob, or a list); the first n_reference images are used
+    reference: Optional[Any] = None
+    n_reference: int = 200
+    reference_seed: int = 0  # shapes scenes only
+    # local torch-fidelity InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth, never downloaded):
+    # adds standard Inception FID; null: FD over the feature extractor (FD_CLIP) only
+    fid_weights: Optional[str] = None
     heldout: Optional[str] = None  # held-out combos, e.g. "star:red,circle:blue"
     k: int = 3  # k-NN of the manifold estimates
     grid_prompts: int = 8  # prompts shown in the sample grid
@@ -78,7 +85,24 @@ def build_features(cfg: Any):
     return fn
 
 
+def build_reference(value: Any) -> Any:
+    """The `reference` config as the jobs take it: None, a path / pattern string, or a list of them."""
+    from omegaconf import ListConfig, OmegaConf
+
+    if isinstance(value, ListConfig):
+        return [str(v) for v in OmegaConf.to_container(value)]
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"eval reference must be null, a path / shard pattern or a list of shards, got {value!r}")
+
+
 def job_kwargs(cfg: Any) -> dict[str, Any]:
-    """Keyword arguments shared by `caption_match_job` and `compare_job`."""
+    """Keyword arguments shared by `caption_match_job` and `compare_job`. A missing `fid_weights` file
+    fails here, before CLIP is built or any image is read."""
+    if cfg.fid_weights:
+        from unclip.evals.fid import check_fid_weights
+
+        check_fid_weights(cfg.fid_weights)
     return {"clip": build_clip(cfg.clip), "features": build_features(cfg.features), "n_reference": cfg.n_reference,
-            "reference_seed": cfg.reference_seed, "heldout": cfg.heldout, "k": cfg.k}
+            "reference_seed": cfg.reference_seed, "heldout": cfg.heldout, "k": cfg.k,
+            "reference": build_reference(cfg.reference), "fid_weights": cfg.fid_weights}
