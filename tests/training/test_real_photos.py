@@ -113,3 +113,18 @@ def test_precompute_under_torchrun_splits_shards_and_matches_one_process(photos,
     assert [e["embedding_shard"] for e in manifest["shards"]] == [p.name for p in photos["train_shards"]]
     for p in photos["train_shards"]:
         assert (out / p.name).read_bytes() == (photos["root"] / "emb" / p.name).read_bytes()
+
+
+def test_train_entry_point_on_photo_shards(photos, tmp_path):
+    """`train/train.py` itself, as a researcher runs it, on the img2dataset shards: it trains, exports and
+    writes the skip counts into summary.json."""
+    run_dir = tmp_path / "run"
+    data = {"train": photos["train"], "val": photos["val"], "clip": photos["clip"]}
+    args = [a for a in overrides_for("decoder", data | {"d256": "", "d1024": "", "emb_train": "", "emb_val": ""},
+                                     run_dir) if a]
+    proc = subprocess.run([PYTHON, str(REPO / "train" / "train.py"), *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["data"] == {"bad_samples": len(CORRUPT), "too_small": N_SMALL}
+    assert (run_dir / "export" / "decoder" / "model.safetensors").is_file()
