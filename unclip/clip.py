@@ -32,7 +32,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 from torch import nn
 
@@ -190,8 +190,11 @@ def _check_weights_arg(arch: str, weights: str | os.PathLike) -> Path:
 def _is_frozenclip_safetensors(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    with safe_open(str(path), framework="pt") as f:
-        return "has_stats" in f.keys()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "has_stats" in f.keys()
+    except SafetensorError as err:
+        raise ValueError(f"CLIP weights {path} cannot be read (truncated or corrupt?): {err}") from None
 
 
 class FrozenCLIP(nn.Module):
@@ -498,5 +501,7 @@ def _center_crop_or_pad(x: torch.Tensor, th: int, tw: int, fill: float) -> torch
 def _load_safetensors(clip: FrozenCLIP, path: Path) -> None:
     try:
         load_model(clip, str(path), strict=True, device=str(clip.device))
+    except SafetensorError as e:
+        raise ValueError(f"{path} cannot be read (truncated or corrupt?): {e}") from None
     except RuntimeError as e:
         raise RuntimeError(f"{path} does not match FrozenCLIP arch {clip.arch!r}: {e}") from e

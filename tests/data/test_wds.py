@@ -146,3 +146,12 @@ def test_write_shards_refuses_another_config_unless_overwrite(tmp_path):
     (tmp_path / "shapes-val-000000.tar").write_bytes(b"")  # leftovers of an interrupted run
     with pytest.raises(FileExistsError, match="without a manifest"):
         write_shards(tmp_path, "val", n=2, resolution=16)
+
+
+def test_a_fifo_named_like_a_shard_is_refused_not_read_forever(tmp_path):
+    fifo = tmp_path / "stuck-000000.tar"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        resolve_shards(str(tmp_path / "*.tar"))
+    with pytest.raises(ValueError, match="not a regular file"):
+        resolve_shards(str(fifo))

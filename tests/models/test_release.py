@@ -41,3 +41,23 @@ def test_release_errors_name_the_problem(tmp_path):
     (tmp_path / "p" / "config.yaml").write_text(__import__("omegaconf").OmegaConf.to_yaml(bad.to_dict()))
     with pytest.raises(ValueError, match="does not match the prior network"):
         load_stage(tmp_path / "p")
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    from unclip.clip import FrozenCLIP
+
+    spec = StageSpec("prior", "tiny", overrides={"clip_embed_dim": 32, "clip_token_width": 32,
+                                                 "clip_context_length": 8})
+    save_stage(tmp_path / "prior", spec, spec.build_model())
+    weights = tmp_path / "prior" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"prior/model\.safetensors cannot be read \(truncated or corrupt\?\)"):
+        load_stage(tmp_path / "prior")
+    torch.manual_seed(0)
+    FrozenCLIP.create("unclip-tiny").save(tmp_path / "clip")
+    clip_weights = tmp_path / "clip" / "model.safetensors"
+    clip_weights.write_bytes(clip_weights.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"clip/model\.safetensors cannot be read"):
+        FrozenCLIP.load(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"clip/model\.safetensors cannot be read"):
+        FrozenCLIP.create("unclip-tiny", clip_weights)

@@ -187,3 +187,19 @@ def test_chunked_body_over_the_limit_is_cut_off_while_streaming(server_url):
 
 def test_two_images_are_refused(client):
     _expect(lambda: client.images.edit(image=[PNG, PNG], prompt="a star", size="64x64"), 400, "invalid_value", "image")
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b'{"prompt": "a star", "n": ' + b"1" * 5000 + b"}", "digits"),
+    (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+])
+def test_unparseable_json_is_400_invalid_json_not_500(server_url, raw, why):
+    r = httpx.post(f"{server_url}/v1/images/generations", content=raw,
+                   headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert why in r.json()["error"]["message"]
+
+
+def test_head_health_is_answered(server_url):
+    r = httpx.head(f"{server_url}/health")
+    assert r.status_code == 200 and r.content == b""

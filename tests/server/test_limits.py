@@ -146,3 +146,23 @@ def test_queued_generations_of_one_size_share_a_pipeline_call(pipeline_dir):
         assert [[image_of(d).size for d in r.data] for r in quick_results] == [[(64, 64)] * n for n in (1, 2, 3)]
         stats = httpx.get(f"{url}/health").json()["queue"]
         assert stats["images_made"] == 10 and stats["batches_run"] < 4, stats  # 4 requests, fewer calls
+
+
+def test_a_client_that_disconnects_frees_its_slot_and_stops_its_work(pipeline_dir, caplog):
+    """The client gives up after 0.5 s of a job that takes seconds: the server notices the closed connection,
+    drops the job (its slot is free again, no image finished) and logs one line, not a traceback."""
+    from unclip.server import ServerConfig
+    slow = {**FAST, "decoder": {"sampler": "ddim", "steps": 60}, "sr256": {"sampler": "ddim", "steps": 60}}
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=slow, moderation=False, allow_no_auth=True,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", request_timeout_s=120)
+    caplog.set_level(logging.INFO, logger="unclip.server")
+    with serve(config) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/images/generations", json={"prompt": "a red star", "n": 4, "size": "256x256"},
+                       timeout=httpx.Timeout(0.5, connect=5))
+        deadline = time.monotonic() + 30
+        while (stats := httpx.get(f"{url}/health").json()["queue"])["admitted"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stats["admitted"] == 0 and stats["alive"] and stats["images_made"] == 0
+    assert "client disconnected" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

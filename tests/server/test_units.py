@@ -83,3 +83,53 @@ def test_fastapi_validation_errors_become_400_with_the_api_shape():
     assert r.json()["error"]["param"] == "limit" and r.json()["error"]["type"] == "invalid_request_error"
     r = client.get("/nowhere")
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def _drive(app, method="POST", path="/v1/images/generations"):
+    """Run the middleware over ``app`` for one request; returns the ASGI messages it sent."""
+    import asyncio
+
+    from unclip.server.middleware import LimitAndLogMiddleware
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [(b"content-length", b"2")]}
+    asyncio.run(LimitAndLogMiddleware(app, 1000)(scope, receive, send))
+    return sent
+
+
+def test_an_unhandled_error_is_answered_500_and_logged_with_that_status(caplog):
+    import json
+    import logging
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.INFO, logger="unclip.server"):
+        sent = _drive(broken)
+    assert sent[0]["status"] == 500 and json.loads(sent[1]["body"])["error"]["type"] == "server_error"
+    access = [r.getMessage() for r in caplog.records if r.name == "unclip.server.access"]
+    assert len(access) == 1 and " 500 " in access[0]  # was status 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info[0] is RuntimeError  # the traceback, once
+
+
+def test_a_client_that_went_away_is_one_info_line_not_a_traceback(caplog):
+    import logging
+
+    from starlette.requests import ClientDisconnect
+
+    async def reader(scope, receive, send):
+        raise ClientDisconnect()
+
+    with caplog.at_level(logging.INFO, logger="unclip.server"):
+        sent = _drive(reader)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("client disconnected" in r.getMessage() for r in caplog.records)

@@ -97,3 +97,71 @@ def test_non_finite_losses_skip_then_stop_with_advice(tiny_data, tmp_path, monke
     cfg = compose_cfg(overrides_for("prior", tiny_data, tmp_path / "nan", "max_nonfinite=3", "total_samples=40"))
     with pytest.raises(NonFiniteLossError, match=r"3 non-finite losses in a row.*stage\.optim\.lr.*warmup"):
         train(cfg)
+
+
+def test_resume_only_adopts_the_run_it_is_given(tiny_data, tmp_path):
+    """checkpoint.resume=true in a new run directory never takes a sibling run's checkpoint; resume_from
+    takes another run's only when the configs agree on the model and the data order, and says why not."""
+    first = train(compose_cfg(_args(tiny_data, tmp_path / "a", "total_samples=8")))
+    assert first["steps"] == 2 and ckpt.list_checkpoints(tmp_path / "a")
+
+    fresh = train(compose_cfg(_args(tiny_data, tmp_path / "b", "total_samples=8", "seed=7",
+                                    "checkpoint.resume=true")))
+    assert fresh["steps"] == 2 and fresh["losses"] and len(fresh["losses"]) == 2  # trained, did not adopt "a"
+
+    with pytest.raises(ValueError, match=r"seed: 0 -> 7"):
+        train(compose_cfg(_args(tiny_data, tmp_path / "c", "total_samples=16", "seed=7",
+                                f"checkpoint.resume_from={tmp_path / 'a'}")))
+    with pytest.raises(ValueError, match=r"model: .*model_channels"):
+        train(compose_cfg(_args(tiny_data, tmp_path / "d", "total_samples=16", "+model.overrides.model_channels=16",
+                                f"checkpoint.resume_from={tmp_path / 'a'}")))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        train(compose_cfg(_args(tiny_data, tmp_path / "e", f"checkpoint.resume_from={tmp_path / 'nope'}")))
+
+    continued = train(compose_cfg(_args(tiny_data, tmp_path / "f", "total_samples=16",
+                                        f"checkpoint.resume_from={tmp_path / 'a'}")))
+    assert continued["steps"] == 4 and len(continued["losses"]) == 2  # steps 3 and 4, from a's step 2
+
+
+def _fake_state(step):
+    return {"model": {"w": torch.full((2,), float(step))}, "step": step}
+
+
+def test_corrupt_checkpoints_are_set_aside_and_never_outlive_good_ones(tmp_path):
+    for step in (2, 4, 6):
+        ckpt.save_checkpoint(tmp_path, step, _fake_state(step), keep=3)
+    (ckpt.checkpoint_dir(tmp_path) / "ckpt-000000008.pt").write_bytes(b"not a checkpoint")
+    path, state = ckpt.load_latest(tmp_path)
+    assert state["step"] == 6  # the corrupt step 8 was skipped...
+    assert (ckpt.checkpoint_dir(tmp_path) / "ckpt-000000008.pt.corrupt").is_file()  # ...and set aside
+    ckpt.save_checkpoint(tmp_path, 8, _fake_state(8), keep=3)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [f"ckpt-00000000{s}.pt" for s in (4, 6, 8)]
+
+
+def test_all_checkpoints_corrupt_fails_loudly(tmp_path):
+    d = ckpt.checkpoint_dir(tmp_path)
+    d.mkdir(parents=True)
+    for step in (2, 4):
+        (d / f"ckpt-00000000{step}.pt").write_bytes(b"garbage")
+    with pytest.raises(ckpt.CorruptCheckpointsError, match=r"none of the 2 checkpoints.*ckpt-000000004\.pt"):
+        ckpt.load_latest(tmp_path)
+    assert ckpt.list_checkpoints(tmp_path) == [] and ckpt.load_latest(tmp_path) is None  # a rerun starts over
+
+
+def test_later_steps_from_an_earlier_life_do_not_push_new_checkpoints_out(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 100, _fake_state(100), keep=1)
+    ckpt.save_checkpoint(tmp_path, 2, _fake_state(2), keep=1)
+    ckpt.save_checkpoint(tmp_path, 4, _fake_state(4), keep=1)
+    assert [ckpt._step_of(p) for p in ckpt.list_checkpoints(tmp_path)] == [4, 100]
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    d = ckpt.checkpoint_dir(tmp_path)
+    d.mkdir(parents=True)
+    dead = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = d / f".ckpt-000000002.pt.tmp-{int(dead.stdout)}"
+    mine = d / f".ckpt-000000004.pt.tmp-{os.getpid()}"
+    stale.write_bytes(b"half")
+    mine.write_bytes(b"being written")
+    ckpt.save_checkpoint(tmp_path, 6, _fake_state(6))
+    assert not stale.exists() and mine.exists()

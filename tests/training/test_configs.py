@@ -77,3 +77,29 @@ def test_batch_arithmetic_and_schedule():
     assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1) and lr_factor(50, 100, 10, "constant") == 1
     assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert derive_seed(0, 0, 5) == derive_seed(0, 0, 5) != derive_seed(0, 1, 5) != derive_seed(0, 0, 6)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stage.optim.schedule=linear", "stage.optim.schedule='linear': expected one of"),
+    ("checkpoint.every_steps=-5", "checkpoint.every_steps=-5: expected ≥ 0"),
+    ("sample.every_steps=-2", "sample.every_steps=-2: expected ≥ -1"),
+    ("batch_size=0", "batch_size=0: expected > 0"),
+])
+def test_values_the_run_would_trip_on_later_fail_at_start(override, message):
+    from unclip.training.config import validate_config
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        validate_config(compose_cfg(["stage=decoder", override]))
+
+
+def test_an_all_garbage_prior_data_set_names_the_data(tmp_path):
+    import webdataset as wds
+
+    from unclip.training import train
+
+    with wds.TarWriter(str(tmp_path / "junk-000000.tar")) as sink:
+        for i in range(4):
+            sink.write({"__key__": f"{i:04d}", "text_emb.npy": b"not npy", "txt": "x"})
+    with pytest.raises(ValueError, match=r"no readable embedding sample \(4 bad samples skipped\)"):
+        train(compose_cfg(["stage=prior", "logger=none", f"run_dir={tmp_path / 'run'}",
+                           f"data.shards={tmp_path}", f"data.val_shards={tmp_path}"]))

@@ -188,6 +188,10 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike], spli
             )
     if not urls:
         raise FileNotFoundError(f"no shards found in the empty list {source!r}")
+    for u in urls:  # a FIFO or device named .tar would block the reader forever
+        if not u.startswith(_REMOTE_PREFIXES) and os.path.exists(u) and not os.path.isfile(u):
+            raise ValueError(f"shard {u!r} is not a regular file (a directory, FIFO, socket or device); "
+                             "expected a .tar file")
     return urls
 
 

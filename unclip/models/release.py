@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
 
@@ -109,6 +110,8 @@ def load_stage(directory: str | os.PathLike, device: str | torch.device = "cpu")
     model = spec.build_model()
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except SafetensorError as err:  # truncated or corrupt file
+        raise ValueError(f"{weights} cannot be read (truncated or corrupt?): {err}") from None
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"{weights} does not match the {spec.stage} network of {cfg_path}: {err}") from None
     if missing or unexpected:

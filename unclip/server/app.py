@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .auth import KeyChecker, load_keys
@@ -91,7 +92,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         st.keys.check(request.headers.get("authorization"))
         return st
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health(request: Request):
         st = server(request)
         stats = st.worker.stats()
@@ -151,8 +152,9 @@ async def _json_body(request: Request) -> dict:
     raw = await request.body()
     try:
         body = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise invalid(f"We could not parse the JSON body of your request ({e}).", None, "invalid_json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also integers over 4,300 digits
+        what = "it is nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise invalid(f"We could not parse the JSON body of your request ({what}).", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
     return body
@@ -225,13 +227,21 @@ async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job)
         raise APIError(429, f"The server is busy: {e}. Please retry after {retry} s.", type="requests",
                        code="rate_limit_exceeded", headers={"Retry-After": str(retry)}) from None
     waiting = asyncio.wrap_future(future)
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        images = await asyncio.wait_for(asyncio.shield(waiting), st.config.request_timeout_s)
-    except asyncio.TimeoutError:
+        done, _ = await asyncio.wait({waiting, watcher}, timeout=st.config.request_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if waiting not in done:  # timed out, or the client went away: free the slot, stop the sampling
         job.abandon()
         waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody else will read its outcome
+        if watcher in done:
+            raise ClientDisconnect()  # the middleware logs it in one line; there is no one to answer
         raise APIError(504, f"The request did not finish within {st.config.request_timeout_s:g} s.",
-                       type="server_error", code="timeout") from None
+                       type="server_error", code="timeout")
+    try:
+        images = waiting.result()
     except Exception as e:
         raise _pipeline_error(e) from None
     pngs = await asyncio.to_thread(lambda: [encode_png(resize_to(img, req.size)) for img in images])
@@ -242,6 +252,12 @@ async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job)
         base = (st.config.public_url or str(request.base_url)).rstrip("/")
         data = [{"url": f"{base}/v1/images/files/{st.store.put(p)}.png"} for p in pngs]
     return JSONResponse({"created": int(time.time()), "data": data})
+
+
+async def _disconnected(request: Request, every_s: float = 0.25) -> None:
+    """Return once the client has closed its connection (polled: the request body is already read)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
 
 
 def _moderate(pipeline: Any, job: Job) -> None:

@@ -17,9 +17,12 @@ import logging
 import re
 import time
 
+from starlette.requests import ClientDisconnect
+
 from .errors import APIError
 
 log = logging.getLogger("unclip.server.access")
+errors_log = logging.getLogger("unclip.server.errors")
 _FILE_PATH = re.compile(r"^(/v1/images/files/)[^/]+$")
 _DRAIN_FACTOR = 4  # read and discard at most this many times the limit of an over-limit body
 _DRAIN_SECONDS = 5.0
@@ -92,10 +95,26 @@ class LimitAndLogMiddleware:
                         raise _too_large(self.limit)  # handled by the app's APIError handler
                 return message
 
-            await self.app(scope, receive_counting, send_wrapper)
+            try:
+                await self.app(scope, receive_counting, send_wrapper)
+            except Exception as exc:  # noqa: BLE001 — answered here, so the access log has the real status
+                await self._unhandled(exc, scope, status, send_wrapper)
         finally:
             if not status["logged"]:
                 write_log()
+
+    @classmethod
+    async def _unhandled(cls, exc: Exception, scope, status: dict, send) -> None:
+        """An exception no handler answered: a client that went away is logged in one line; anything else is
+        logged with its traceback and answered 500 in the API's error shape (not re-raised, so the server
+        does not log it a second time)."""
+        if isinstance(exc, ClientDisconnect) or (isinstance(exc, OSError) and status["code"]):
+            errors_log.info("%s %s: client disconnected (%s)", scope["method"], scope["path"], type(exc).__name__)
+            return
+        errors_log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+        if status["code"] == 0:  # nothing sent yet: the client gets the API's 500
+            await cls._send_error(APIError(500, "The server had an error while processing your request.",
+                                           type="server_error"), send)
 
     @staticmethod
     async def _send_error(err: APIError, send) -> None:

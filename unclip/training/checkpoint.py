@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "unclip-train-ckpt/1"
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_TMP = re.compile(r"^\.ckpt-\d+\.pt\.tmp-(\d+)$")  # unclip.io.atomic_path's temporary name
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -38,15 +39,49 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+class CorruptCheckpointsError(RuntimeError):
+    """Every checkpoint of a run failed to load: resuming would silently lose all progress."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete ``.ckpt-*.pt.tmp-PID`` files left by writers that died (their PID no longer runs)."""
+    d, removed = checkpoint_dir(run_dir), []
+    if d.is_dir():
+        for p in d.iterdir():
+            m = _TMP.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``state`` atomically as the checkpoint of ``step`` and delete all but the last ``keep``."""
+    """Write ``state`` atomically as the checkpoint of ``step``; keep the last ``keep`` checkpoints of steps up
+    to ``step``. Files of later steps (from an earlier life of this run directory) are never counted, so they
+    cannot push the new checkpoints out. Stale temporaries of dead writers are removed."""
     path = checkpoint_dir(run_dir) / f"ckpt-{step:09d}.pt"
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     if keep > 0:
-        for old in list_checkpoints(run_dir)[:-keep]:
+        upto = [p for p in list_checkpoints(run_dir) if _step_of(p) <= step]
+        for old in upto[:-keep]:
             old.unlink(missing_ok=True)
+    remove_stale_temporaries(run_dir)
     return path
+
+
+def _step_of(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -56,26 +91,55 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads; an unreadable one is reported and the one before it tried."""
+def load_latest(run_dir: str | os.PathLike, quarantine: bool = True) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads (None when there is none). An unreadable one is reported, renamed
+    ``<name>.corrupt`` (with ``quarantine``: so it never counts among the checkpoints again) and the one
+    before it tried. When checkpoints exist but none loads, CorruptCheckpointsError: starting over would
+    silently lose the run's progress."""
+    failures = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, load_checkpoint(path)
         except Exception as err:  # noqa: BLE001 — a damaged file must not block resuming from an older one
+            failures.append(f"{path.name} ({type(err).__name__}: {err})")
             log.warning("checkpoint %s cannot be read (%s: %s); trying the previous one", path, type(err).__name__, err)
+            if quarantine:
+                path.rename(path.with_name(path.name + ".corrupt"))
+    if failures:
+        raise CorruptCheckpointsError(
+            f"none of the {len(failures)} checkpoints in {checkpoint_dir(run_dir)} can be read: {'; '.join(failures)}. "
+            "They were renamed *.corrupt; rerun to start this run over from step 0, or restore good copies")
     return None
 
 
-def find_resume_dir(run_dir: str | os.PathLike) -> Path | None:
-    """``run_dir`` if it holds checkpoints, else the most recently written sibling run that does."""
-    run_dir = Path(run_dir)
-    if list_checkpoints(run_dir):
-        return run_dir
-    parent = run_dir.parent
-    if not parent.is_dir():
-        return None
-    runs = [p for p in parent.iterdir() if p.is_dir() and p != run_dir and list_checkpoints(p)]
-    return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime) if runs else None
+# What must agree between a checkpoint's resolved config and the run resuming it: the model's shape and
+# the data order (the optimiser's lr or the logging may change on resume).
+SHAPING_KEYS = ("stage.name", "model", "seed", "batch_size", "trainer.micro_batch", "data.shards", "data.format",
+                "data.shuffle_buffer", "data.resampled", "data.min_image_size", "data.resolution")
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None  # absent (an older config) reads as unset
+        node = node[part]
+    return node
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], keys=SHAPING_KEYS) -> list[str]:
+    """``key: saved -> current`` for each of ``keys`` on which two resolved configs disagree."""
+    return [f"{k}: {_lookup(saved, k)!r} -> {_lookup(current, k)!r}" for k in keys
+            if _lookup(saved, k) != _lookup(current, k)]
+
+
+def load_resume_source(source: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """A checkpoint file, or the newest loadable checkpoint of a run directory (None when it has none).
+    Only the path given is looked at: never another run's checkpoints."""
+    source = Path(source)
+    if source.is_file():
+        return source, load_checkpoint(source)
+    return load_latest(source)
 
 
 # ------------------------------------------------------------------ RNG states as tensors / plain values

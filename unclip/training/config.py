@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 STAGE_NAMES = ("clip", "prior", "decoder", "sr256", "sr1024")
 
@@ -94,7 +94,10 @@ class LoggerConfig:
 class CheckpointConfig:
     every_steps: int = 1000
     keep: int = 3  # the last K checkpoints are kept
-    resume: bool = False  # resume from the latest checkpoint in run_dir (or the newest sibling run)
+    resume: bool = False  # resume from the latest checkpoint in run_dir (only there; a new run_dir starts fresh)
+    # resume from this checkpoint file or run directory instead (implies resume); its config must agree
+    # with this run's on the model and the data order (checkpoint.SHAPING_KEYS)
+    resume_from: Optional[str] = None
 
 
 @dataclass
@@ -149,3 +152,25 @@ def validate_config(cfg) -> None:
         OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.to_container(cfg, resolve=False))
     except ConfigKeyError as err:
         raise ValueError(f"unknown config key: {err.msg if hasattr(err, 'msg') else err}") from None
+    _check_values(cfg)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _check_values(cfg) -> None:
+    """Values the schema's types let through but the run would trip on later (or silently ignore)."""
+    problems = []
+    if cfg.stage.optim.schedule not in LR_SCHEDULES:
+        problems.append(f"stage.optim.schedule={cfg.stage.optim.schedule!r}: expected one of {LR_SCHEDULES}")
+    for key in ("checkpoint.every_steps", "checkpoint.keep", "stage.optim.warmup_steps", "logger.every_steps"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:
+            problems.append(f"{key}={value}: expected ≥ 0 (checkpoint.every_steps=0: only at the end)")
+    if cfg.sample.every_steps < -1:
+        problems.append(f"sample.every_steps={cfg.sample.every_steps}: expected ≥ -1 (0: only at the end; -1: never)")
+    for key in ("batch_size", "total_samples"):
+        if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) <= 0:
+            problems.append(f"{key}={OmegaConf.select(cfg, key)}: expected > 0")
+    if problems:
+        raise ValueError("invalid config values: " + "; ".join(problems))

@@ -167,7 +167,7 @@ def _train(cfg: DictConfig, env: dist.DistEnv) -> dict[str, Any]:
     """Set up (and resume), then per step: train, log, checkpoint, eval; at the end a final checkpoint,
     eval, export and summary."""
     run = _setup(cfg, env)
-    if cfg.checkpoint.resume:
+    if cfg.checkpoint.resume or cfg.checkpoint.resume_from:
         _resume(run)
     tracker = Tracker(cfg.logger.name, run.run_dir, run.resolved | {"stage_info": run.parts.info},
                       project=cfg.logger.project, mode=cfg.logger.mode, run_name=cfg.name, enabled=env.is_main)
@@ -250,17 +250,22 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
 
 def _resume(run: _Run) -> None:
     """Restore model, optimizer, schedule, EMA, counters, data position and RNG from the latest checkpoint."""
-    env = run.env
-    found = None
-    if env.is_main:
-        d = ckpt.find_resume_dir(run.run_dir)
-        latest = ckpt.list_checkpoints(d) if d else []
-        found = str(d) if latest else None
-    found = dist.broadcast_object(found)
-    loaded = ckpt.load_latest(found) if found else None
+    env, explicit = run.env, run.cfg.checkpoint.resume_from
+    source = Path(explicit) if explicit else run.run_dir
+    if explicit and not source.exists():
+        raise FileNotFoundError(f"checkpoint.resume_from={explicit}: no such checkpoint file or run directory")
+    loaded = ckpt.load_resume_source(source)
     if loaded is None:
-        log.warning("checkpoint.resume=true but no checkpoint was found for %s: starting from scratch", run.run_dir)
+        if explicit:
+            raise FileNotFoundError(f"checkpoint.resume_from={explicit}: no readable checkpoint there")
+        log.warning("checkpoint.resume=true but %s holds no checkpoint: starting from scratch (only this run "
+                    "directory is looked at; checkpoint.resume_from=PATH resumes another)", run.run_dir)
         return
+    differences = ckpt.config_differences(loaded[1].get("config") or {}, run.resolved)
+    if differences:
+        raise ValueError(f"checkpoint {loaded[0]} was written by a run whose config differs from this one on what "
+                         f"shapes the model or the data order: {'; '.join(differences)}. Resume with the same "
+                         "settings, or start a new run_dir without checkpoint.resume")
     path, state = loaded
     _load_model_optim(run.model, run.opt, state, run.strategy)
     run.sched.load_state_dict(state["scheduler"])

@@ -61,7 +61,11 @@ def _format(cfg, source) -> str:
 
 
 def _dims(shards) -> dict[str, int]:
-    first = next(iter(embedding_pipeline(shards, shuffle_shards=False, rank=0, world_size=1)))
+    pipe = embedding_pipeline(shards, shuffle_shards=False, rank=0, world_size=1)
+    first = next(iter(pipe), None)
+    if first is None:
+        raise ValueError(f"data.shards={shards}: no readable embedding sample ({pipe.failures} bad samples skipped); "
+                         "expected shards written by `python -m unclip.data.precompute` (or clip-retrieval output)")
     return {"clip_embed_dim": int(first["image_emb"].shape[0]), "clip_token_width": int(first["text_tokens"].shape[1]),
             "clip_context_length": int(first["text_tokens"].shape[0])}
 
