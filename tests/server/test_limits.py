@@ -166,3 +166,66 @@ def test_a_client_that_disconnects_frees_its_slot_and_stops_its_work(pipeline_di
         assert stats["admitted"] == 0 and stats["alive"] and stats["images_made"] == 0
     assert "client disconnected" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.fixture()
+def slow_server(pipeline_dir, key_file):
+    """Each request takes a second or two (many steps), one request per key, at most 10 images admitted."""
+    from unclip.server import ServerConfig
+    slow = {**FAST, "decoder": {"sampler": "ddim", "steps": 150}}
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=slow, moderation=False, api_keys_file=key_file,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", max_requests_per_key=1, queue_images=10,
+                          max_batch_images=1, request_timeout_s=120)
+    with serve(config) as url:
+        yield url
+
+
+def _post_in_background(url, key, n):
+    import threading
+    out = {}
+
+    def run():
+        out["r"] = httpx.post(f"{url}/v1/images/generations", json={"prompt": "a red star", "n": n, "size": "64x64"},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not httpx.get(f"{url}/health").json()["queue"]["admitted"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return t, out
+
+
+def test_one_key_cannot_hold_the_queue_and_uploads_are_refused_before_decoding(slow_server):
+    from .conftest import API_KEY
+    t, out = _post_in_background(slow_server, API_KEY, 2)
+    try:
+        r = httpx.post(f"{slow_server}/v1/images/generations", json={"prompt": "a star", "size": "64x64"},
+                       headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.status_code == 429 and "per key" in r.json()["error"]["message"] and r.headers["Retry-After"]
+        # admitted before decoding: a corrupt upload from the same key is refused as busy, never decoded
+        r = httpx.post(f"{slow_server}/v1/images/variations", headers={"Authorization": f"Bearer {API_KEY}"},
+                       files={"image": ("x.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png")},
+                       data={"size": "64x64"})
+        assert r.status_code == 429
+        # the queue counts images: 2 admitted, another key asking for 9 would make 11 > 10
+        r = httpx.post(f"{slow_server}/v1/images/generations", json={"prompt": "a star", "n": 9, "size": "64x64"},
+                       headers={"Authorization": "Bearer sk-second-key"})
+        assert r.status_code == 429 and "images" in r.json()["error"]["message"]
+        r = httpx.post(f"{slow_server}/v1/images/generations", json={"prompt": "a star", "n": 1, "size": "64x64"},
+                       headers={"Authorization": "Bearer sk-second-key"}, timeout=120)
+        assert r.status_code == 200  # another key, within the image budget
+    finally:
+        t.join()
+    assert out["r"].status_code == 200 and len(out["r"].json()["data"]) == 2
+    assert httpx.get(f"{slow_server}/health").json()["queue"]["admitted_images"] == 0  # every ticket released
+
+
+def test_uploads_of_too_many_pixels_are_refused_from_the_header(client):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (3000, 3000)).save(buf, format="PNG")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.images.create_variation(image=("big.png", buf.getvalue(), "image/png"), size="64x64")
+    assert info.value.code == "image_too_large" and "3000x3000" in info.value.message

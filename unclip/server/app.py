@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -56,7 +57,8 @@ class ServerState:
         self.model_names = (DALL_E_2, self.model_name)
         self.keys = KeyChecker(load_keys(config.api_keys_file, config.api_keys_env), config.allow_no_auth)
         self.store = ImageStore(config.url_ttl_s, config.url_store_max_bytes)
-        self.worker = Worker(pipeline, config.queue_size, config.max_batch_images)
+        self.worker = Worker(pipeline, config.queue_size, config.max_batch_images, config.queue_images,
+                             config.max_requests_per_key)
         self.started = int(time.time())
 
 
@@ -120,7 +122,10 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         body = await _json_body(request)
         req = parse(body, "generate", from_form=False, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
-        return await _serve(request, st, req, Job("generate", req.n, source_size(req.size, st.sizes), prompt=req.prompt))
+        await _moderate_prompt(request, st, req.prompt)
+        with _admitted(request, st, req.n) as ticket:
+            job = Job("generate", req.n, source_size(req.size, st.sizes), prompt=req.prompt)
+            return await _serve(request, st, req, job, ticket)
 
     @app.post("/v1/images/edits")
     async def edits(request: Request):
@@ -128,9 +133,11 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         fields, uploads = await _read_form(request, "edit", st.config.max_upload_bytes)
         req = parse(fields, "edit", from_form=True, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
-        image, mask = await asyncio.to_thread(_edit_inputs, st.config, uploads)
-        job = Job("edit", req.n, source_size(req.size, st.sizes), prompt=req.prompt, image=image, mask=mask)
-        return await _serve(request, st, req, job)
+        await _moderate_prompt(request, st, req.prompt)
+        with _admitted(request, st, req.n) as ticket:  # before decoding: a refused upload costs no memory
+            image, mask = await asyncio.to_thread(_edit_inputs, st.config, uploads)
+            job = Job("edit", req.n, source_size(req.size, st.sizes), prompt=req.prompt, image=image, mask=mask)
+            return await _serve(request, st, req, job, ticket)
 
     @app.post("/v1/images/variations")
     async def variations(request: Request):
@@ -138,8 +145,10 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         fields, uploads = await _read_form(request, "variation", st.config.max_upload_bytes)
         req = parse(fields, "variation", from_form=True, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
-        image = await asyncio.to_thread(lambda: _decode_upload(st.config, uploads, "image").convert("RGB"))
-        return await _serve(request, st, req, Job("variation", req.n, source_size(req.size, st.sizes), image=image))
+        with _admitted(request, st, req.n) as ticket:  # before decoding: a refused upload costs no memory
+            image = await asyncio.to_thread(lambda: _decode_upload(st.config, uploads, "image").convert("RGB"))
+            job = Job("variation", req.n, source_size(req.size, st.sizes), image=image)
+            return await _serve(request, st, req, job, ticket)
 
     return app
 
@@ -201,7 +210,8 @@ def _decode_upload(config: ServerConfig, uploads: dict[str, Upload], name: str):
     if size >= config.max_upload_bytes:
         raise invalid(f"Uploaded {name} must be a PNG and less than {config.max_upload_bytes / 2**20:g} MB "
                       f"(got {size} bytes).", name, "image_too_large")
-    return decode_png(data, name, max_bytes=config.max_upload_bytes, max_side=config.max_image_side)
+    return decode_png(data, name, max_bytes=config.max_upload_bytes, max_side=config.max_image_side,
+                      max_pixels=config.max_image_pixels)
 
 
 def _edit_inputs(config: ServerConfig, uploads: dict[str, Upload]):
@@ -216,16 +226,40 @@ def _edit_inputs(config: ServerConfig, uploads: dict[str, Upload]):
     return image, mask
 
 
-async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job) -> JSONResponse:
-    if st.config.log_prompts and req.prompt is not None:
-        request.state.prompt = req.prompt
-    await asyncio.to_thread(_moderate, st.pipeline, job)
+def _client_id(request: Request) -> str:
+    """Who a per-client limit counts: a digest of the API key, else the client's address (no-auth servers)."""
+    auth = request.headers.get("authorization")
+    if auth:
+        return hashlib.sha256(auth.encode("utf-8", "replace")).hexdigest()[:16]
+    return request.client.host if request.client else ""
+
+
+@contextlib.contextmanager
+def _admitted(request: Request, st: ServerState, n: int):
+    """A queue ticket for `n` images (429 with Retry-After when a limit is reached); released if the request
+    fails before its job is submitted (afterwards the job's end releases it)."""
     try:
-        future = st.worker.submit(job)
+        ticket = st.worker.admit(n, _client_id(request))
     except QueueFull as e:
         retry = st.config.retry_after_s
         raise APIError(429, f"The server is busy: {e}. Please retry after {retry} s.", type="requests",
                        code="rate_limit_exceeded", headers={"Retry-After": str(retry)}) from None
+    try:
+        yield ticket
+    except BaseException:
+        if not ticket.submitted:
+            ticket.release()
+        raise
+
+
+async def _moderate_prompt(request: Request, st: ServerState, prompt: str | None) -> None:
+    if st.config.log_prompts and prompt is not None:
+        request.state.prompt = prompt
+    await asyncio.to_thread(_moderate, st.pipeline, prompt)
+
+
+async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job, ticket) -> JSONResponse:
+    future = st.worker.submit(job, ticket)
     waiting = asyncio.wrap_future(future)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
@@ -260,13 +294,13 @@ async def _disconnected(request: Request, every_s: float = 0.25) -> None:
         await asyncio.sleep(every_s)
 
 
-def _moderate(pipeline: Any, job: Job) -> None:
+def _moderate(pipeline: Any, prompt: str | None) -> None:
     """Prompt moderation before the request takes a queue slot (term lists only: safe off the worker thread).
     Uploaded images are moderated by the pipeline itself, on the worker (it needs CLIP)."""
     moderator = getattr(pipeline, "moderator", None)
-    if job.prompt is not None and moderator is not None:
+    if prompt is not None and moderator is not None:
         try:
-            moderator.require_prompt_ok(job.prompt)
+            moderator.require_prompt_ok(prompt)
         except Exception as e:
             raise _pipeline_error(e) from None
 

@@ -27,12 +27,15 @@ class ServerConfig:
 
     # queue and limits
     queue_size: int = 16  # requests admitted at once (waiting or running); more -> 429
+    queue_images: int = 64  # images those requests may ask for in all (an empty queue admits any one request)
+    max_requests_per_key: int = 4  # requests one API key (or client address, without auth) may have admitted
     max_batch_images: int = 16  # images one batched pipeline call may hold
     request_timeout_s: float = 600.0  # a request still queued or running after this -> 504
     retry_after_s: int = 5  # Retry-After of a 429
     max_upload_bytes: int = 4 * 1024 * 1024  # per image/mask, "less than 4 MB" like the API
     max_request_bytes: int = 9 * 1024 * 1024  # whole body (image + mask + fields); more -> 413 before reading it
     max_image_side: int = 4096  # decompression-bomb guard: larger PNG headers are refused before decoding
+    max_image_pixels: int = 2048 * 2048  # and so are PNGs of more pixels (a 4096² upload decodes to ~125 MB)
 
     # served URLs
     url_ttl_s: float = 3600.0  # 60 minutes, like the API
@@ -45,6 +48,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.queue_images < 1 or self.max_requests_per_key < 1:
+            raise ValueError(f"queue_images and max_requests_per_key must be >= 1, got {self.queue_images} and "
+                             f"{self.max_requests_per_key}")
         if self.max_batch_images < 1:
             raise ValueError(f"max_batch_images must be >= 1, got {self.max_batch_images}")
         if self.dtype not in ("float32", "bfloat16"):

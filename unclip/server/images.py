@@ -21,7 +21,7 @@ def _png_header_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
-def decode_png(data: bytes, param: str, *, max_bytes: int, max_side: int) -> Image.Image:
+def decode_png(data: bytes, param: str, *, max_bytes: int, max_side: int, max_pixels: int | None = None) -> Image.Image:
     """Check an upload and decode it fully; every failure is a 400 naming `param`."""
     if len(data) >= max_bytes:
         raise invalid(f"Uploaded {param} must be a PNG and less than {max_bytes / 2**20:g} MB "
@@ -36,6 +36,10 @@ def decode_png(data: bytes, param: str, *, max_bytes: int, max_side: int) -> Ima
     if max(wh) > max_side or min(wh) < 1:
         raise invalid(f"Invalid input {param}: {wh[0]}x{wh[1]} pixels; each side must be 1..{max_side}.",
                       param, "invalid_image")
+    if max_pixels is not None and wh[0] * wh[1] > max_pixels:
+        raise invalid(f"Invalid input {param}: {wh[0]}x{wh[1]} pixels is more than this server decodes "
+                      f"({max_pixels} pixels, e.g. {int(max_pixels ** 0.5)}x{int(max_pixels ** 0.5)}).", param,
+                      "image_too_large")
     try:
         img = Image.open(io.BytesIO(data), formats=["PNG"])
         img.load()  # decodes every pixel: a truncated or corrupt file fails here, not later in the model

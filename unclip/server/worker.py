@@ -1,7 +1,10 @@
 """One thread owns the pipeline; requests wait for it in a bounded queue.
 
-Admission is counted, not queued: at most `capacity` requests are waiting or running at once, and the
-next one is refused at once (the app answers 429 with Retry-After) instead of piling up. The worker
+Admission is counted, not queued: at most `capacity` requests holding at most `capacity_images` images
+are waiting or running at once, at most `per_client` of them from one API key (or client address), and
+the next one is refused at once (the app answers 429 with Retry-After) instead of piling up. A request is
+admitted (``admit`` gives a Ticket) before its uploads are decoded, so a burst of large uploads is refused
+before it costs memory; the ticket is handed to ``submit`` and released when the job ends. The worker
 takes the oldest job and, for text-to-image, folds every queued generation of the same size into the
 same pipeline call while the batch holds at most `max_batch_images` images — per-sample RNG makes a
 batched image the same as an unbatched one. Edits and variations run one request per call (each has its
@@ -49,11 +52,26 @@ class Job:
         self.future.cancel()  # succeeds only while still queued: frees the slot at once
 
 
+class Ticket:
+    """One admitted request: `n` images for `client`. Released exactly once (by its job's end, or by the app
+    when the request fails before it is submitted)."""
+
+    def __init__(self, worker: Worker, n: int, client: str) -> None:
+        self.worker, self.n, self.client, self.released, self.submitted = worker, n, client, False, False
+
+    def release(self, *_args) -> None:
+        self.worker._release(self)
+
+
 class Worker:
-    def __init__(self, pipeline: Any, capacity: int, max_batch_images: int) -> None:
+    def __init__(self, pipeline: Any, capacity: int, max_batch_images: int, capacity_images: int | None = None,
+                 per_client: int | None = None) -> None:
         self.pipeline, self.capacity, self.max_batch_images = pipeline, capacity, max_batch_images
+        self.capacity_images, self.per_client = capacity_images, per_client
         self._jobs: collections.deque[Job] = collections.deque()
         self._admitted = 0  # queued + running requests
+        self._admitted_images = 0
+        self._by_client: collections.Counter[str] = collections.Counter()
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="unclip-pipeline-worker", daemon=True)
@@ -73,26 +91,57 @@ class Worker:
             self._cv.notify_all()
         self._thread.join(timeout)
 
-    def submit(self, job: Job) -> concurrent.futures.Future:
-        """Queue `job` or raise QueueFull; the future resolves to the job's images (pipeline size)."""
+    def admit(self, n: int, client: str = "") -> Ticket:
+        """Reserve room for a request of `n` images from `client`, or raise QueueFull saying which limit."""
         with self._cv:
             if self._stop:
                 raise QueueFull("the server is shutting down")
             if self._admitted >= self.capacity:
                 raise QueueFull(f"{self._admitted} requests are already queued or running (limit {self.capacity})")
+            if self.capacity_images is not None and self._admitted and \
+                    self._admitted_images + n > self.capacity_images:  # an empty queue takes any request
+                raise QueueFull(f"{self._admitted_images} images are already queued or running and this request "
+                                f"asks for {n} (limit {self.capacity_images})")
+            if self.per_client is not None and self._by_client[client] >= self.per_client:
+                raise QueueFull(f"this API key already has {self._by_client[client]} requests queued or running "
+                                f"(limit {self.per_client} per key)")
             self._admitted += 1
+            self._admitted_images += n
+            self._by_client[client] += 1
+            return Ticket(self, n, client)
+
+    def submit(self, job: Job, ticket: Ticket | None = None) -> concurrent.futures.Future:
+        """Queue `job` (admitted by `ticket`, else admitted now: QueueFull when full); the future resolves to
+        the job's images (pipeline size). The ticket is released when the job ends, however it ends."""
+        ticket = ticket or self.admit(job.n)
+        with self._cv:
+            if self._stop:
+                self._release_locked(ticket)
+                raise QueueFull("the server is shutting down")
             self._jobs.append(job)
+            ticket.submitted = True
             self._cv.notify()
-        job.future.add_done_callback(self._release)  # a cancelled (timed-out) job frees its slot at once
+        job.future.add_done_callback(ticket.release)  # a cancelled (timed-out) job frees its slot at once
         return job.future
 
-    def _release(self, _future: concurrent.futures.Future) -> None:
+    def _release(self, ticket: Ticket) -> None:
         with self._cv:
-            self._admitted -= 1
+            self._release_locked(ticket)
+
+    def _release_locked(self, ticket: Ticket) -> None:
+        if ticket.released:
+            return
+        ticket.released = True
+        self._admitted -= 1
+        self._admitted_images -= ticket.n
+        self._by_client[ticket.client] -= 1
+        if self._by_client[ticket.client] <= 0:
+            del self._by_client[ticket.client]
 
     def stats(self) -> dict:
         with self._cv:
-            return {"admitted": self._admitted, "queued": len(self._jobs), "capacity": self.capacity,
+            return {"admitted": self._admitted, "admitted_images": self._admitted_images, "queued": len(self._jobs),
+                    "capacity": self.capacity, "capacity_images": self.capacity_images,
                     "batches_run": self.batches_run, "images_made": self.images_made,
                     "alive": self._thread.is_alive()}
 
