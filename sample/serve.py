@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-keys-env", default="UNCLIP_API_KEYS", help="environment variable with comma-separated keys")
     p.add_argument("--no-auth", action="store_true", help="serve without API keys (local experiments only)")
     p.add_argument("--queue-size", type=int, default=16, help="requests waiting or running at once; more get 429")
+    p.add_argument("--queue-images", type=int, default=64, help="images those requests may ask for in all")
+    p.add_argument("--max-requests-per-key", type=int, default=4,
+                   help="requests one API key (or client address) may have waiting or running")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds without body bytes before a 408")
     p.add_argument("--max-batch-images", type=int, default=16, help="images one batched pipeline call may hold")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request gets 504")
     p.add_argument("--url-ttl", type=float, default=3600.0, help="seconds a response URL stays valid")
@@ -58,7 +62,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         moderation=False if args.no_moderation else (args.moderation_config or True), torch_threads=args.threads,
         model_name=args.model_name, default_size=args.default_size,
         api_keys_file=args.api_keys_file, api_keys_env=args.api_keys_env, allow_no_auth=args.no_auth,
-        queue_size=args.queue_size, max_batch_images=args.max_batch_images, request_timeout_s=args.request_timeout,
+        queue_size=args.queue_size, queue_images=args.queue_images, max_requests_per_key=args.max_requests_per_key,
+        body_timeout_s=args.body_timeout, max_batch_images=args.max_batch_images, request_timeout_s=args.request_timeout,
         url_ttl_s=args.url_ttl, public_url=args.public_url, max_request_bytes=int(args.max_request_mb * 2**20),
         log_prompts=args.log_prompts,
     )

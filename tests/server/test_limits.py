@@ -229,3 +229,21 @@ def test_uploads_of_too_many_pixels_are_refused_from_the_header(client):
     with pytest.raises(openai.BadRequestError) as info:
         client.images.create_variation(image=("big.png", buf.getvalue(), "image/png"), size="64x64")
     assert info.value.code == "image_too_large" and "3000x3000" in info.value.message
+
+
+def test_a_body_that_stops_arriving_is_answered_408(pipeline_dir, key_file):
+    from unclip.server import ServerConfig
+
+    from .conftest import API_KEY
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=False, api_keys_file=key_file,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", body_timeout_s=0.5)
+    with serve(config) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\": ".encode())
+            t0 = time.monotonic()
+            answer = s.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
+            assert time.monotonic() - t0 < 5
+        assert httpx.get(f"{url}/health").status_code == 200  # and it serves on

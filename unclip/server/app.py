@@ -84,7 +84,8 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
 
     app = FastAPI(title="unclip Images API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.add_middleware(LimitAndLogMiddleware, max_request_bytes=config.max_request_bytes)
+    app.add_middleware(LimitAndLogMiddleware, max_request_bytes=config.max_request_bytes,
+                       body_timeout_s=config.body_timeout_s)
 
     def server(request: Request) -> ServerState:
         return request.app.state.unclip

@@ -6,7 +6,8 @@ of an over-limit body is read and thrown away (up to `_DRAIN_FACTOR` × the limi
 `_DRAIN_SECONDS`): a client still writing its body when the server answers and closes would otherwise get
 a broken connection instead of the 413 (HTTP/1.1 clients read the answer only after sending). A client
 that sent `Expect: 100-continue` is answered at once, and never sends the body.
-The log line has method, path, status, latency and image count — never headers (keys), never prompts
+A body that stops arriving (no bytes for `body_timeout_s`) is answered 408. The log line has method,
+path, status, latency and image count — never headers (keys), never prompts
 unless the server is configured to log them; download tokens in paths are elided."""
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def _too_large(limit: int) -> APIError:
     return APIError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
 
 
+def _too_slow(seconds: float) -> APIError:
+    return APIError(408, f"The request body did not arrive: no bytes for {seconds:g} s.", code="request_timeout")
+
+
 class LimitAndLogMiddleware:
-    def __init__(self, app, max_request_bytes: int) -> None:
-        self.app, self.limit = app, max_request_bytes
+    def __init__(self, app, max_request_bytes: int, body_timeout_s: float | None = None) -> None:
+        self.app, self.limit, self.body_timeout = app, max_request_bytes, body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -84,9 +89,18 @@ class LimitAndLogMiddleware:
                 return
             seen = 0
 
+            body_done = False
+
             async def receive_counting():
-                nonlocal seen
-                message = await receive()
+                nonlocal seen, body_done
+                if body_done or self.body_timeout is None:
+                    message = await receive()
+                else:  # a client that stops sending its body is answered 408, not waited for forever
+                    try:
+                        message = await asyncio.wait_for(receive(), self.body_timeout)
+                    except asyncio.TimeoutError:
+                        raise _too_slow(self.body_timeout) from None
+                body_done = body_done or message["type"] != "http.request" or not message.get("more_body", False)
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
                     if seen > self.limit:
