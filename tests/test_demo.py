@@ -28,6 +28,10 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     for stage in ("clip", "prior", "decoder", "sr256", "sr1024"):
         assert (out / "pipeline" / stage / "model.safetensors").is_file(), stage
         assert (out / "pipeline" / stage / "config.yaml").is_file(), stage
+    from unclip.clip import FrozenCLIP
+    from unclip.moderation_calibration import load_calibration
+    thresholds = load_calibration(out / "pipeline" / "clip", FrozenCLIP.load(out / "pipeline" / "clip"))
+    assert thresholds and len(thresholds) == 4  # the served pipeline's image filter is calibrated, so on
     for system in ("a_cascade", "b_text_emb", "c_true_image_emb"):
         pngs = sorted((out / "samples" / system).glob("*.png"))
         assert len(pngs) == 6, system

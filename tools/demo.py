@@ -208,6 +208,19 @@ def embed(clip: FrozenCLIP, out: Path) -> dict:
     return summary
 
 
+def calibrate_image_filter(clip: FrozenCLIP, out: Path, clip_dir: Path) -> dict:
+    """Measure the image filter's thresholds for this CLIP on val renders (acceptable images), so the
+    served pipeline moderates images (unclip.moderation_calibration)."""
+    from unclip.evals.reference import load_reference
+    from unclip.moderation import DEFAULT_CONFIG, read_concepts
+    from unclip.moderation_calibration import FILE, calibrate
+
+    ref = load_reference(str(out / "data" / "val"), 500, clip.input_side, 0, 20)
+    result = calibrate(clip, read_concepts(DEFAULT_CONFIG), ref.images, reference_name=ref.description)
+    atomic_write_json(clip_dir / FILE, result)
+    return {c["text"]: round(c["threshold"], 3) for c in result["concepts"]}
+
+
 def _embeddings_and_scenes(out: Path, split: str) -> tuple[torch.Tensor, list]:
     """z_i of a split's embedding shards with the scene of each sample (aligned by key)."""
     from unclip.data import shapes as S
@@ -316,6 +329,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[3/{len(STAGES)}] embed", flush=True)
         summary = embed(clip, out)
         clip.save(pipe_dir / "clip")  # last: its presence marks clip + embeddings done
+        summary["moderation"] = calibrate_image_filter(clip, out, pipe_dir / "clip")
         state.record("embed", seconds=round(time.perf_counter() - t0, 1), **summary)
         ran["embed"] = "ran"
     else:

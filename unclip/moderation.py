@@ -89,34 +89,61 @@ class ImageFilter:
         return out
 
 
+def _read_config(config: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"moderation config not found: {path}")
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    unknown = sorted(set(config) - {"prompt_categories", "prompt_allow", "image_concepts"})
+    if unknown:
+        raise ValueError(f"moderation config has unknown keys {unknown}: expected prompt_categories, "
+                         "prompt_allow, image_concepts")
+    return config
+
+
+def read_concepts(config: str | os.PathLike | Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(category, text) of a moderation config's image concepts (thresholds come from a calibration)."""
+    out = []
+    for i, c in enumerate(_read_config(config).get("image_concepts") or []):
+        if set(c) != {"category", "text"}:
+            extra = " (thresholds are measured per CLIP: python -m unclip.moderation_calibration)" \
+                if "threshold" in c else ""
+            raise ValueError(f"image_concepts[{i}] = {c}: expected keys category, text{extra}")
+        out.append((str(c["category"]), str(c["text"])))
+    return out
+
+
 class Moderator:
     """Prompt filter + image filter. Build with ``from_config`` (a YAML path or mapping) or ``default``."""
 
-    def __init__(self, prompt_filter: PromptFilter, image_filter: ImageFilter):
+    def __init__(self, prompt_filter: PromptFilter, image_filter: ImageFilter, image_status: str | None = None):
         self.prompt_filter, self.image_filter = prompt_filter, image_filter
+        self.image_status = image_status or ("on" if image_filter.concepts else "off: no image concepts")
 
     @classmethod
-    def from_config(cls, config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONFIG, clip=None) -> Moderator:
-        if not isinstance(config, Mapping):
-            path = Path(config)
-            if not path.is_file():
-                raise FileNotFoundError(f"moderation config not found: {path}")
-            config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        unknown = sorted(set(config) - {"prompt_categories", "prompt_allow", "image_concepts"})
-        if unknown:
-            raise ValueError(f"moderation config has unknown keys {unknown}: expected prompt_categories, "
-                             "prompt_allow, image_concepts")
-        concepts = []
-        for i, c in enumerate(config.get("image_concepts") or []):
-            if set(c) != {"category", "text", "threshold"}:
-                raise ValueError(f"image_concepts[{i}] = {c}: expected keys category, text, threshold")
-            concepts.append(Concept(str(c["category"]), str(c["text"]), float(c["threshold"])))
+    def from_config(cls, config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONFIG, clip=None,
+                    thresholds: Mapping[str, float] | None = None) -> Moderator:
+        """The prompt filter of ``config``, and its image filter with ``thresholds`` ({concept text:
+        threshold}, from ``unclip.moderation_calibration`` for this CLIP). Without thresholds the image
+        filter is off (``image_status`` says why): fixed thresholds do not carry from one CLIP to another."""
+        config = _read_config(config)
+        concepts = read_concepts(config)
         prompts = PromptFilter(config.get("prompt_categories") or {}, config.get("prompt_allow") or ())
-        return cls(prompts, ImageFilter(concepts, clip))
+        if concepts and thresholds is None:
+            status = ("off: this CLIP has no moderation calibration (python -m unclip.moderation_calibration "
+                      "--clip CLIP_DIR --reference IMAGES)")
+            return cls(prompts, ImageFilter([], clip), status)
+        missing = [t for _, t in concepts if t not in (thresholds or {})]
+        if missing:
+            raise ValueError(f"the moderation calibration has no threshold for image concepts {missing}: "
+                             "recalibrate with python -m unclip.moderation_calibration")
+        filt = ImageFilter([Concept(c, t, float(thresholds[t])) for c, t in concepts], clip)
+        return cls(prompts, filt, "on (calibrated)" if concepts else "off: no image concepts configured")
 
     @classmethod
-    def default(cls, clip=None) -> Moderator:
-        return cls.from_config(DEFAULT_CONFIG, clip)
+    def default(cls, clip=None, thresholds: Mapping[str, float] | None = None) -> Moderator:
+        return cls.from_config(DEFAULT_CONFIG, clip, thresholds)
 
     def check_prompt(self, text: str) -> ModerationResult | None:
         hit = self.prompt_filter.check(text)

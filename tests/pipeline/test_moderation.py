@@ -1,12 +1,8 @@
 """Moderation: the prompt filter's robust matching and the CLIP image filter on a quickly trained tiny CLIP."""
 import pytest
-import torch
 
-from unclip.clip import FrozenCLIP
-from unclip.data.shapes import BACKGROUNDS, Background, Scene, ShapeObject, ShapesDataset, render
-from unclip.pipeline.images import to_tensor
+from unclip.data.shapes import BACKGROUNDS, Background, Scene, ShapeObject, render
 from unclip.moderation import ModerationError, Moderator, PromptFilter
-from unclip.training.clip_contrastive import ClipTrainConfig, train_clip_contrastive
 
 CATS = {"violence": ["kill", "mass shooting"], "sexual": ["nude"]}
 
@@ -44,39 +40,18 @@ def _scene(shape, color, position, size="large"):
     return render(Scene((ShapeObject(shape, color, size, position, cell[position]),), bg), 64)
 
 
-@pytest.fixture(scope="module")
-def trained_clip():
-    """unclip-tiny trained contrastively for 100 steps of 32 on 256 in-memory shapes samples (~40 s on one
-    thread; measured: red-star images score ~0.1–0.6 against "a red star", blue circles ~−0.35)."""
-    ds = ShapesDataset("train", length=256, seed=0)
-    images = torch.cat([to_tensor(ds.image(i)) for i in range(len(ds))])
-    captions = [ds.caption(i) for i in range(len(ds))]
-    torch.manual_seed(0)
-    clip = FrozenCLIP.create("unclip-tiny")
-    x = clip.preprocess_tensor(images, value_range=(-1.0, 1.0))
-    batches = [(x[i:i + 32], captions[i:i + 32]) for i in range(0, len(ds), 32)]
-    clip.model.requires_grad_(True)
-    try:
-        train_clip_contrastive(clip.model, clip.tokenize, batches,
-                               ClipTrainConfig(steps=100, lr=1e-3, warmup_steps=10, progress=False))
-    finally:
-        clip.model.requires_grad_(False)
-    return clip
-
-
 def test_image_filter_flags_red_stars_not_blue_circles(trained_clip):
     positions = ["top left", "center", "bottom right", "top right"]
     stars = [_scene("star", "red", p, s) for p in positions for s in ("small", "large")]
     circles = [_scene("circle", "blue", p, s) for p in positions for s in ("small", "large")]
-    probe = Moderator.from_config({"image_concepts": [{"category": "test", "text": "a red star", "threshold": 0.0}]},
-                                  clip=trained_clip)
+    concept = {"image_concepts": [{"category": "test", "text": "a red star"}]}
+    probe = Moderator.from_config(concept, clip=trained_clip, thresholds={"a red star": 0.0})
     s_star = probe.image_filter.scores(trained_clip.encode_image(stars))[:, 0]
     s_circle = probe.image_filter.scores(trained_clip.encode_image(circles))[:, 0]
     assert s_star.min() > s_circle.max(), (s_star, s_circle)  # the CLIP separates them
     # Calibrate the threshold on half of the renders; check the other half.
     threshold = float((s_star[::2].min() + s_circle[::2].max()) / 2)
-    m = Moderator.from_config({"image_concepts": [{"category": "test", "text": "a red star", "threshold": threshold}]},
-                              clip=trained_clip)
+    m = Moderator.from_config(concept, clip=trained_clip, thresholds={"a red star": threshold})
     assert all(r is not None and r.category == "test" for r in m.check_images(stars[1::2]))
     assert all(r is None for r in m.check_images(circles[1::2]))
     with pytest.raises(ModerationError) as info:

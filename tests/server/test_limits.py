@@ -29,9 +29,11 @@ def _client(url: str) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def strict_server(pipeline_dir, tmp_path_factory, monkeypatch_module):
     """Moderation: one custom prompt term, and an image concept every image is closer to than -1."""
+    from unclip.moderation import Moderator
     cfg = tmp_path_factory.mktemp("moderation") / "strict.yaml"
     cfg.write_text("prompt_categories:\n  violence: [forbiddenword]\n"
-                   "image_concepts:\n  - {category: sexual, text: 'anything at all', threshold: -1.0}\n")
+                   "image_concepts:\n  - {category: sexual, text: 'anything at all'}\n")
+    cfg = Moderator.from_config(cfg, thresholds={"anything at all": -1.0})
     monkeypatch_module.setenv("UNCLIP_LIMITS_KEYS", f"sk-other, {KEY}")
     from unclip.server import ServerConfig
     config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=cfg, api_keys_env="UNCLIP_LIMITS_KEYS",
@@ -54,6 +56,27 @@ def test_moderation_of_uploaded_images(strict_server):
         with pytest.raises(openai.BadRequestError) as info:
             call()
         assert info.value.code == "content_policy_violation" and info.value.param == "image"
+
+
+def test_flagged_outputs_are_withheld_and_reported_never_sent_black(strict_server):
+    """Every image is flagged on this server: the request fails with the API's error, naming the category."""
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(strict_server).images.generate(prompt="a red star", n=2, size="64x64")
+    assert info.value.code == "content_policy_violation" and "output filter" in info.value.message
+    assert "sexual" in info.value.message
+
+
+def test_some_flagged_outputs_are_left_out_and_listed():
+    from PIL import Image
+
+    from unclip.server.app import withhold_flagged
+    from unclip.server.errors import APIError
+    ims = [Image.new("RGB", (4, 4), c) for c in ("red", "green", "blue")]
+    kept, blocked = withhold_flagged(ims, [None, "violence/graphic", None])
+    assert kept == [ims[0], ims[2]] and blocked == [{"index": 1, "category": "violence/graphic"}]
+    assert withhold_flagged(ims, [None] * 3) == (ims, [])
+    with pytest.raises(APIError, match="every generated image"):
+        withhold_flagged(ims[:1], ["sexual"])
 
 
 def test_custom_prompt_term_and_prompt_logging(strict_server, caplog):

@@ -7,6 +7,7 @@ noise; edits and outpainting live in ``editing.py``. Every image has its own see
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from .errors import InputError
 from .images import to_pil
 from .result import GenerationResult
 from .settings import PRESETS, PipelineSettings, resolve_settings
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[str, int, int, torch.Tensor], None]  # (stage, step, num_steps, x_t)
 UPSAMPLERS = (("sr256", 256), ("sr1024", 1024))
@@ -64,7 +67,7 @@ class UnCLIPPipeline(EditingMixin):
         if "sr1024" in stages and "sr256" not in stages:
             raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
         settings = resolve_settings(settings, PRESETS["fast"])
-        return cls(clip, stages, str(root.resolve()), settings=settings, moderator=_moderator(moderation, clip))
+        return cls(clip, stages, str(root.resolve()), settings=settings, moderator=_moderator(moderation, clip, root / "clip"))
 
     # ------------------------------------------------------------------ checks
 
@@ -236,14 +239,20 @@ class UnCLIPPipeline(EditingMixin):
                              image_embeds=record.get("image_embeds", "prior"))
 
 
-def _moderator(moderation, clip):
+def _moderator(moderation, clip, clip_dir):
+    """The pipeline's Moderator: prompts always; images only with a calibration made for this CLIP."""
     from unclip.moderation import Moderator
+    from unclip.moderation_calibration import load_calibration
     if moderation is False or moderation is None:
         return None
-    if moderation is True:
-        return Moderator.default(clip)
     if isinstance(moderation, Moderator):
         if moderation.image_filter.clip is None:
             moderation.image_filter.clip = clip
         return moderation
-    return Moderator.from_config(moderation, clip)
+    config = None if moderation is True else moderation
+    thresholds = load_calibration(clip_dir, clip)
+    moderator = Moderator.default(clip, thresholds) if config is None else Moderator.from_config(config, clip,
+                                                                                                    thresholds)
+    if not moderator.image_status.startswith("on"):
+        log.warning("image moderation %s", moderator.image_status)
+    return moderator

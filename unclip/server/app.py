@@ -99,9 +99,12 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
     async def health(request: Request):
         st = server(request)
         stats = st.worker.stats()
+        moderator = getattr(st.pipeline, "moderator", None)
         return {"status": "ok" if stats["alive"] else "worker_down", "model": st.model_name,
                 "sizes": [size_name(s) for s in accepted_sizes(st.sizes)], "queue": stats,
-                "stored_images": len(st.store)}
+                "stored_images": len(st.store),
+                "moderation": {"prompts": "on" if moderator else "off",
+                               "images": moderator.image_status if moderator else "off"}}
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -276,9 +279,10 @@ async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job,
         raise APIError(504, f"The request did not finish within {st.config.request_timeout_s:g} s.",
                        type="server_error", code="timeout")
     try:
-        images = waiting.result()
+        output = waiting.result()
     except Exception as e:
         raise _pipeline_error(e) from None
+    images, blocked = withhold_flagged(output.images, output.flagged)
     pngs = await asyncio.to_thread(lambda: [encode_png(resize_to(img, req.size)) for img in images])
     request.state.images = len(pngs)
     if req.response_format == "b64_json":
@@ -286,7 +290,22 @@ async def _serve(request: Request, st: ServerState, req: ImageRequest, job: Job,
     else:
         base = (st.config.public_url or str(request.base_url)).rstrip("/")
         data = [{"url": f"{base}/v1/images/files/{st.store.put(p)}.png"} for p in pngs]
-    return JSONResponse({"created": int(time.time()), "data": data})
+    body = {"created": int(time.time()), "data": data}
+    if blocked:
+        body["blocked"] = blocked  # an extra field: the official client keeps it (model_extra)
+    return JSONResponse(body)
+
+
+def withhold_flagged(images: list, flagged: list[str | None]) -> tuple[list, list[dict[str, Any]]]:
+    """Images the output filter flagged are withheld, never sent blacked out: (the others, [{"index",
+    "category"}] of the withheld). When every image is flagged the request fails with the API's
+    content_policy_violation, naming the categories."""
+    blocked = [{"index": i, "category": c} for i, c in enumerate(flagged) if c]
+    if blocked and len(blocked) == len(images):
+        cats = sorted({b["category"] for b in blocked})
+        raise invalid(f"Your request was rejected as a result of our safety system: every generated image was "
+                      f"flagged by the output filter (categories {cats}).", None, "content_policy_violation")
+    return [im for im, c in zip(images, flagged) if not c], blocked
 
 
 async def _disconnected(request: Request, every_s: float = 0.25) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 API_SIZES = (256, 512, 1024)  # the sizes the OpenAI Images API (dall-e-2) accepts
 EXTENSION_SIZES = (64,)  # ours: the 64 px decoder output, for pipelines without upsamplers worth waiting for
@@ -15,7 +16,7 @@ class ServerConfig:
     device: str = "cpu"
     dtype: str = "float32"  # float32 | bfloat16 (network weights; the sampling math stays float32)
     settings: str | dict = "fast"  # stage-settings preset of UnCLIPPipeline (or an override dict)
-    moderation: bool | str | Path = True  # True: configs/moderation/default.yaml; False: off; or a config path
+    moderation: Any = True  # True: configs/moderation/default.yaml; False: off; a config path; or a Moderator
     torch_threads: int | None = None  # intra-op threads of the worker (None: torch's default)
     model_name: str | None = None  # the name /v1/models lists besides "dall-e-2"; default: the pipeline dir's name
     default_size: str = "1024x1024"  # the API's default; a pipeline without sr1024 answers it with 400

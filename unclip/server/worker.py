@@ -52,6 +52,13 @@ class Job:
         self.future.cancel()  # succeeds only while still queued: frees the slot at once
 
 
+@dataclasses.dataclass
+class JobOutput:
+    """A job's images (pipeline size) and, per image, the output filter's category (None: not flagged)."""
+    images: list[Image.Image]
+    flagged: list[str | None]
+
+
 class Ticket:
     """One admitted request: `n` images for `client`. Released exactly once (by its job's end, or by the app
     when the request fails before it is submitted)."""
@@ -112,7 +119,7 @@ class Worker:
 
     def submit(self, job: Job, ticket: Ticket | None = None) -> concurrent.futures.Future:
         """Queue `job` (admitted by `ticket`, else admitted now: QueueFull when full); the future resolves to
-        the job's images (pipeline size). The ticket is released when the job ends, however it ends."""
+        the job's JobOutput. The ticket is released when the job ends, however it ends."""
         ticket = ticket or self.admit(job.n)
         with self._cv:
             if self._stop:
@@ -184,9 +191,9 @@ class Worker:
                 job.future.set_exception(e)
             return
         self.batches_run += 1
-        self.images_made += sum(len(imgs) for imgs in per_job)
+        self.images_made += sum(len(o.images) for o in per_job)
         log.debug("pipeline call: %d request(s), %d image(s), %.2fs", len(batch),
-                  sum(len(i) for i in per_job), time.perf_counter() - t0)
+                  sum(len(o.images) for o in per_job), time.perf_counter() - t0)
         for job, images in zip(batch, per_job):
             job.future.set_result(images)
 
@@ -196,7 +203,7 @@ class Worker:
                 raise Cancelled("every request of this batch has timed out")
         return callback
 
-    def _call(self, batch: list[Job]) -> list[list[Image.Image]]:
+    def _call(self, batch: list[Job]) -> list[JobOutput]:
         pipe, first = self.pipeline, batch[0]
         callback = self._abort_if_abandoned(batch)
         with torch.inference_mode():
@@ -209,12 +216,12 @@ class Worker:
                 result = pipe.variations(first.image, n=first.n, size=first.size, callback=callback)
             else:
                 raise ValueError(f"unknown job kind {first.kind!r}")
-        flagged = [c for c in getattr(result, "flagged", []) if c is not None]
-        if flagged:  # the pipeline's output filter blacked these images out (as diffusers' safety checker)
-            log.warning("output moderation blacked out %d of %d image(s): %s", len(flagged), len(result.images),
-                        sorted(set(flagged)))
+        flags = list(getattr(result, "flagged", None) or [None] * len(result.images))
+        if any(flags):  # the output filter flagged these (the app withholds them and says so)
+            log.warning("output moderation flagged %d of %d image(s): %s", sum(map(bool, flags)), len(flags),
+                        sorted({c for c in flags if c}))
         out, i = [], 0
         for job in batch:  # prompt-major: each request's images are contiguous
-            out.append(result.images[i:i + job.n])
+            out.append(JobOutput(result.images[i:i + job.n], flags[i:i + job.n]))
             i += job.n
         return out
