@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from unclip.server import ServerConfig, create_app
+from unclip.server.protocol import header_timeout_protocol
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests-per-key", type=int, default=4,
                    help="requests one API key (or client address) may have waiting or running")
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds without body bytes before a 408")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a connection may take to send a request's headers before it is closed")
     p.add_argument("--max-batch-images", type=int, default=16, help="images one batched pipeline call may hold")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request gets 504")
     p.add_argument("--url-ttl", type=float, default=3600.0, help="seconds a response URL stays valid")
@@ -63,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_name=args.model_name, default_size=args.default_size,
         api_keys_file=args.api_keys_file, api_keys_env=args.api_keys_env, allow_no_auth=args.no_auth,
         queue_size=args.queue_size, queue_images=args.queue_images, max_requests_per_key=args.max_requests_per_key,
-        body_timeout_s=args.body_timeout, max_batch_images=args.max_batch_images, request_timeout_s=args.request_timeout,
+        body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout, max_batch_images=args.max_batch_images, request_timeout_s=args.request_timeout,
         url_ttl_s=args.url_ttl, public_url=args.public_url, max_request_bytes=int(args.max_request_mb * 2**20),
         log_prompts=args.log_prompts,
     )
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: pipeline directory {args.pipeline_dir} does not exist")
     app = create_app(config_from_args(args))
     # uvicorn's own access log is off: ours (unclip.server.access) adds latency and image counts, elides tokens.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level,
+                http=header_timeout_protocol(args.header_timeout))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from openai import OpenAI
 
 from unclip.pipeline import build_random_pipeline
 from unclip.server import ServerConfig, create_app
+from unclip.server.protocol import header_timeout_protocol
 
 API_KEY = "sk-test-7f3a9c"  # a key the tests look for in the logs (it must never be there)
 # One step per stage: random weights make noise at any step count; the server's code paths are under test.
@@ -32,7 +33,7 @@ def serve(config: ServerConfig):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
-                                           lifespan="on"))
+                                           lifespan="on", http=header_timeout_protocol(config.header_timeout_s)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

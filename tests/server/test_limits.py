@@ -270,3 +270,30 @@ def test_a_body_that_stops_arriving_is_answered_408(pipeline_dir, key_file):
             assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
             assert time.monotonic() - t0 < 5
         assert httpx.get(f"{url}/health").status_code == 200  # and it serves on
+
+
+def test_headers_trickled_byte_by_byte_get_the_connection_closed(pipeline_dir, key_file):
+    """A slowloris client sends a header byte every 0.1 s: every byte would reset a keep-alive timer, but the
+    header timeout counts from the connection's start, so the server closes it after ~1 s."""
+    from unclip.server import ServerConfig
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=False, api_keys_file=key_file,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", header_timeout_s=1.0)
+    with serve(config) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            t0, closed = time.monotonic(), False
+            for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - t0 > 6:
+                    break
+            if not closed:
+                s.settimeout(2)
+                closed = s.recv(1) == b""
+            assert closed and time.monotonic() - t0 < 4
+        r = httpx.get(f"{url}/health")  # a normal client is served on
+        assert r.status_code == 200

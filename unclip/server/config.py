@@ -33,6 +33,7 @@ class ServerConfig:
     max_batch_images: int = 16  # images one batched pipeline call may hold
     request_timeout_s: float = 600.0  # a request still queued or running after this -> 504
     body_timeout_s: float = 30.0  # a request body with no bytes for this long -> 408 (slow or silent clients)
+    header_timeout_s: float = 10.0  # request headers unfinished this long after connecting -> connection closed
     retry_after_s: int = 5  # Retry-After of a 429
     max_upload_bytes: int = 4 * 1024 * 1024  # per image/mask, "less than 4 MB" like the API
     max_request_bytes: int = 9 * 1024 * 1024  # whole body (image + mask + fields); more -> 413 before reading it
