@@ -1,32 +1,11 @@
-"""Inpainting edit job: ``python -m sample.edit pipeline_dir=DIR image=in.png mask=mask.png prompt='...'``.
-The mask's fully transparent pixels (or the image's, without a mask) are repainted."""
-from __future__ import annotations
-
+"""``python -m sample.edit ...`` or ``python sample/edit.py ...`` from a checkout: the same as the installed
+``unclip-sample edit`` (the code is ``unclip/cli/edit.py``)."""
+import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sample.common import load_image, load_pipeline, save_result
-from sample.schema import register
-
-register()
-
-
-def run(cfg: DictConfig) -> list[Path]:
-    pipe = load_pipeline(cfg)
-    mask = load_image(cfg.mask, "mask") if cfg.mask else None
-    result = pipe.edit(load_image(cfg.image), mask, cfg.prompt, n=cfg.n, size=cfg.size, seed=cfg.seed,
-                       progress=cfg.progress)
-    for r in result.records:
-        r.update(image=str(cfg.image), mask=cfg.mask)
-    return save_result(result, cfg.out, Path(cfg.image).stem + "_edit", cfg.contact_sheet)
-
-
-@hydra.main(version_base=None, config_path="../configs/sample", config_name="edit")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from unclip.cli.edit import cli, main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,60 +1,11 @@
-"""Text → image sampling job: ``python -m sample.generate pipeline_dir=DIR prompts='[a red star]' n=4``.
-
-Prompts come from ``prompts`` and/or ``prompts_file``; under torchrun each rank takes every
-world-th prompt (same seeds as a single-process run: seeds follow the prompt's line number).
-``reproduce=path/to/x.json`` makes that image again from its sidecar."""
-from __future__ import annotations
-
-import json
+"""``python -m sample.generate ...`` or ``python sample/generate.py ...`` from a checkout: the same as the installed
+``unclip-sample generate`` (the code is ``unclip/cli/generate.py``)."""
+import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sample.common import load_pipeline, rank_world, save_result
-from sample.schema import register
-from unclip.pipeline import derive_seed
-
-register()
-
-
-def read_prompts(cfg) -> list[str]:
-    prompts = list(cfg.prompts)
-    if cfg.prompts_file:
-        path = Path(cfg.prompts_file)
-        if not path.is_file():
-            raise SystemExit(f"prompts_file={str(path)!r}: no such file")
-        prompts += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    if not prompts:
-        raise SystemExit("no prompts: set prompts='[a red star, ...]' or prompts_file=FILE")
-    return prompts
-
-
-def run(cfg: DictConfig) -> list[Path]:
-    pipe = load_pipeline(cfg)
-    if cfg.reproduce:
-        record = json.loads(Path(cfg.reproduce).read_text())
-        result = pipe.reproduce(record)
-        return save_result(result, cfg.out, Path(cfg.reproduce).stem + "_again", cfg.contact_sheet)
-    prompts = read_prompts(cfg)
-    rank, world = rank_world()
-    mine = list(range(rank, len(prompts), world))
-    paths = []
-    for lo in range(0, len(mine), cfg.prompts_per_call):
-        for k in mine[lo:lo + cfg.prompts_per_call]:  # one call per prompt: its seeds follow its line number
-            seeds = [derive_seed(cfg.seed, k, i) for i in range(cfg.n)]
-            result = pipe.generate(prompts[k], n=cfg.n, size=cfg.size, seed=cfg.seed, sample_seeds=seeds,
-                                   progress=cfg.progress)
-            for r in result.records:
-                r["prompt_index"] = k
-            paths += save_result(result, cfg.out, f"p{k:06d}", cfg.contact_sheet)
-    return paths
-
-
-@hydra.main(version_base=None, config_path="../configs/sample", config_name="generate")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from unclip.cli.generate import cli, main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,31 +1,11 @@
-"""Outpainting job: ``python -m sample.outpaint pipeline_dir=DIR image=in.png prompt='...' right=64``."""
-from __future__ import annotations
-
+"""``python -m sample.outpaint ...`` or ``python sample/outpaint.py ...`` from a checkout: the same as the installed
+``unclip-sample outpaint`` (the code is ``unclip/cli/outpaint.py``)."""
+import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sample.common import load_image, load_pipeline, save_result
-from sample.schema import register
-
-register()
-
-
-def run(cfg: DictConfig) -> list[Path]:
-    pipe = load_pipeline(cfg)
-    result = pipe.outpaint(load_image(cfg.image), cfg.prompt, left=cfg.left, right=cfg.right, top=cfg.top,
-                           bottom=cfg.bottom, canvas=cfg.canvas, tile=cfg.tile, overlap=cfg.overlap, n=cfg.n,
-                           seed=cfg.seed, progress=cfg.progress)
-    for r in result.records:
-        r["image"] = str(cfg.image)
-    return save_result(result, cfg.out, Path(cfg.image).stem + "_outpaint", cfg.contact_sheet)
-
-
-@hydra.main(version_base=None, config_path="../configs/sample", config_name="outpaint")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from unclip.cli.outpaint import cli, main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

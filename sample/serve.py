@@ -1,87 +1,11 @@
-"""Serve a pipeline directory as an OpenAI-compatible Images API.
-
-    UNCLIP_API_KEYS=sk-local-1 python sample/serve.py demo_out/pipeline --port 8000
-    # then: OpenAI(base_url="http://localhost:8000/v1", api_key="sk-local-1").images.generate(...)
-
-Options mirror unclip.server.ServerConfig; see docs/api.md.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import logging
+"""``python sample/serve.py PIPELINE_DIR [options]`` from a checkout: the same as the installed
+``unclip-serve`` (the code is ``unclip/cli/serve.py``; ``--help`` lists every option)."""
 import sys
 from pathlib import Path
 
-import uvicorn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from unclip.server import ServerConfig, create_app
-from unclip.server.protocol import header_timeout_protocol
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pipeline_dir", type=Path, help="a pipeline directory (clip/, prior/, decoder/, sr256/, sr1024/)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--settings", default="fast",
-                   help="stage-settings preset (fast | paper) or a JSON object of overrides, "
-                        'e.g. \'{"preset": "fast", "decoder": {"steps": 50}}\'')
-    p.add_argument("--no-moderation", action="store_true", help="turn the pipeline's moderation filters off")
-    p.add_argument("--moderation-config", type=Path, default=None,
-                   help="moderation YAML (default: configs/moderation/default.yaml)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--model-name", default=None, help="name listed by /v1/models (default: the directory's name)")
-    p.add_argument("--default-size", default="1024x1024", help="size used when a request gives none")
-    p.add_argument("--api-keys-file", type=Path, default=None, help="file with one API key per line")
-    p.add_argument("--api-keys-env", default="UNCLIP_API_KEYS", help="environment variable with comma-separated keys")
-    p.add_argument("--no-auth", action="store_true", help="serve without API keys (local experiments only)")
-    p.add_argument("--queue-size", type=int, default=16, help="requests waiting or running at once; more get 429")
-    p.add_argument("--queue-images", type=int, default=64, help="images those requests may ask for in all")
-    p.add_argument("--max-requests-per-key", type=int, default=4,
-                   help="requests one API key (or client address) may have waiting or running")
-    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds without body bytes before a 408")
-    p.add_argument("--header-timeout", type=float, default=10.0,
-                   help="seconds a connection may take to send a request's headers before it is closed")
-    p.add_argument("--max-batch-images", type=int, default=16, help="images one batched pipeline call may hold")
-    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request gets 504")
-    p.add_argument("--url-ttl", type=float, default=3600.0, help="seconds a response URL stays valid")
-    p.add_argument("--public-url", default=None, help="base of response URLs (default: the request's own host)")
-    p.add_argument("--max-request-mb", type=float, default=9.0, help="request body limit (uploads: < 4 MB each)")
-    p.add_argument("--log-prompts", action="store_true", help="include prompts in the request log")
-    p.add_argument("--log-level", default="info")
-    return p.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    settings = args.settings
-    if settings.lstrip().startswith("{"):
-        settings = json.loads(settings)
-    return ServerConfig(
-        pipeline_dir=args.pipeline_dir, device=args.device, dtype=args.dtype, settings=settings,
-        moderation=False if args.no_moderation else (args.moderation_config or True), torch_threads=args.threads,
-        model_name=args.model_name, default_size=args.default_size,
-        api_keys_file=args.api_keys_file, api_keys_env=args.api_keys_env, allow_no_auth=args.no_auth,
-        queue_size=args.queue_size, queue_images=args.queue_images, max_requests_per_key=args.max_requests_per_key,
-        body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout, max_batch_images=args.max_batch_images, request_timeout_s=args.request_timeout,
-        url_ttl_s=args.url_ttl, public_url=args.public_url, max_request_bytes=int(args.max_request_mb * 2**20),
-        log_prompts=args.log_prompts,
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.pipeline_dir.is_dir():
-        sys.exit(f"error: pipeline directory {args.pipeline_dir} does not exist")
-    app = create_app(config_from_args(args))
-    # uvicorn's own access log is off: ours (unclip.server.access) adds latency and image counts, elides tokens.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level,
-                http=header_timeout_protocol(args.header_timeout))
-
+from unclip.cli.serve import config_from_args, main, parse_args  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -1,30 +1,11 @@
-"""Variations job (§3.1): ``python -m sample.vary pipeline_dir=DIR image=in.png n=4 eta=1.0``."""
-from __future__ import annotations
-
+"""``python -m sample.vary ...`` or ``python sample/vary.py ...`` from a checkout: the same as the installed
+``unclip-sample vary`` (the code is ``unclip/cli/vary.py``)."""
+import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sample.common import load_image, load_pipeline, save_result
-from sample.schema import register
-
-register()
-
-
-def run(cfg: DictConfig) -> list[Path]:
-    pipe = load_pipeline(cfg)
-    result = pipe.variations(load_image(cfg.image), n=cfg.n, size=cfg.size, seed=cfg.seed, eta=cfg.eta,
-                             progress=cfg.progress)
-    for r in result.records:
-        r["image"] = str(cfg.image)
-    return save_result(result, cfg.out, Path(cfg.image).stem + "_var", cfg.contact_sheet)
-
-
-@hydra.main(version_base=None, config_path="../configs/sample", config_name="vary")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from unclip.cli.vary import cli, main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

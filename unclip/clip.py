@@ -40,7 +40,7 @@ from unclip.io import read_release_config, write_release
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "clip_model"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "clip_model"  # package data
 FORMAT = "unclip.FrozenCLIP/v1"
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 _registered: set[Path] = set()

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from unclip.pipeline.errors import InputError
 from unclip.prompt_filter import PromptFilter
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "moderation" / "default.yaml"  # package data
 CATEGORIES = ("hate", "harassment", "self-harm", "sexual", "sexual/minors", "violence", "violence/graphic")
 
 

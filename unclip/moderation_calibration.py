@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> int:
+    """The command line (``unclip-calibrate-moderation``); exit status 0 once the file is written."""
     from unclip.clip import FrozenCLIP
     from unclip.evals.reference import load_reference
     from unclip.moderation import DEFAULT_CONFIG, read_concepts
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{c['category']:18s} {c['text'][:40]:40s} threshold {c['threshold']:.3f} "
               f"(reference q{args.quantile:g} {c['reference_quantile']:.3f}, plain {c['plain_max']:.3f})")
     print(f"wrote {out}")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -96,13 +96,12 @@ def run(args: argparse.Namespace) -> dict:
         shutdown()
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """The command line (``unclip-precompute``); exit status 0 on success. ``run`` returns the summary."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    summary = run(args)
-    print(summary, flush=True)
-    return summary
+    print(run(_parser().parse_args(argv)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

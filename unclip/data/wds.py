@@ -38,7 +38,6 @@ A decoded sample is a dict::
 from __future__ import annotations
 
 import glob
-import io
 import json
 import logging
 import multiprocessing

@@ -1,0 +1,31 @@
+"""Command-line entry points: the ``unclip-*`` console commands (``[project.scripts]``) and the scripts in
+train/, sample/ and evals/, which are thin wrappers kept so the documented ``python train/train.py ...``
+forms keep working from a checkout. The Hydra configs ship inside the package (``unclip/configs``)."""
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+HYDRA_HINT = ("Overrides are Hydra's: key=value, +key=value to add, ~key to drop. --cfg job prints the composed "
+              "config, --hydra-help Hydra's own options; multirun with -m.")
+
+
+def hydra_command(main: Callable[[], None], doc: str | None) -> int:
+    """Run a Hydra ``main``; ``-h`` / ``--help`` print what the command does, its main keys and an example."""
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print((doc or "").strip() + "\n\n" + HYDRA_HINT)
+        return 0
+    main()
+    return 0
+
+
+def dispatch(prog: str, commands: dict[str, str], doc: str) -> int:
+    """``prog SUBCOMMAND [args]``: run the module ``commands[SUBCOMMAND]``'s ``cli()`` with the rest."""
+    sub = sys.argv[1] if len(sys.argv) > 1 else ""
+    if sub not in commands:
+        print(doc.strip() + f"\n\nusage: {prog} {{{','.join(commands)}}} [key=value ...]  (-h after a command: its help)",
+              file=sys.stdout if sub in ("-h", "--help") else sys.stderr)
+        return 0 if sub in ("-h", "--help") else 2
+    sys.argv = [f"{prog} {sub}", *sys.argv[2:]]
+    return importlib.import_module(commands[sub]).cli()

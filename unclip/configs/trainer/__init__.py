@@ -1,0 +1,1 @@
+"""Hydra configs shipped as package data (found through the package, installed or not)."""
