@@ -203,3 +203,13 @@ def test_unparseable_json_is_400_invalid_json_not_500(server_url, raw, why):
 def test_head_health_is_answered(server_url):
     r = httpx.head(f"{server_url}/health")
     assert r.status_code == 200 and r.content == b""
+
+
+def test_quality_standard_is_accepted_and_others_refused_and_user_is_logged(client, caplog):
+    caplog.set_level(logging.INFO, logger="unclip.server.access")
+    r = client.images.generate(prompt="a red star", size="64x64", quality="standard", user="end-user-42",
+                               response_format="b64_json")
+    assert len(r.data) == 1
+    assert any('user="end-user-42"' in rec.getMessage() for rec in caplog.records)
+    _expect(lambda: client.images.generate(prompt="a red star", size="64x64", quality="hd"), 400, "invalid_value",
+            "quality")

@@ -126,6 +126,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         body = await _json_body(request)
         req = parse(body, "generate", from_form=False, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
+        request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         await _moderate_prompt(request, st, req.prompt)
         with _admitted(request, st, req.n) as ticket:
             job = Job("generate", req.n, source_size(req.size, st.sizes), prompt=req.prompt)
@@ -137,6 +138,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         fields, uploads = await _read_form(request, "edit", st.config.max_upload_bytes)
         req = parse(fields, "edit", from_form=True, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
+        request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         await _moderate_prompt(request, st, req.prompt)
         with _admitted(request, st, req.n) as ticket:  # before decoding: a refused upload costs no memory
             image, mask = await asyncio.to_thread(_edit_inputs, st.config, uploads)
@@ -149,6 +151,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
         fields, uploads = await _read_form(request, "variation", st.config.max_upload_bytes)
         req = parse(fields, "variation", from_form=True, producible=st.sizes, default_size=st.config.default_size,
                     model_names=st.model_names)
+        request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         with _admitted(request, st, req.n) as ticket:  # before decoding: a refused upload costs no memory
             image = await asyncio.to_thread(lambda: _decode_upload(st.config, uploads, "image").convert("RGB"))
             job = Job("variation", req.n, source_size(req.size, st.sizes), image=image)

@@ -67,8 +67,10 @@ class LimitAndLogMiddleware:
             status["logged"] = True
             path = _FILE_PATH.sub(r"\1…", scope["path"])
             extra = ""
+            if state.get("user") is not None:
+                extra += f" user={json.dumps(state['user'])}"
             if state.get("prompt") is not None:  # only set when prompt logging is configured
-                extra = f" prompt={json.dumps(state['prompt'])}"
+                extra += f" prompt={json.dumps(state['prompt'])}"
             log.info("%s %s %d %.1fms images=%d%s", scope["method"], path, status["code"],
                      1000 * (time.perf_counter() - t0), state.get("images", 0), extra)
 

@@ -17,7 +17,7 @@ MAX_N = 10
 RESPONSE_FORMATS = ("url", "b64_json")
 COMMON_FIELDS = ("n", "size", "response_format", "user", "model")
 FIELDS = {
-    "generate": ("prompt",) + COMMON_FIELDS,
+    "generate": ("prompt", "quality") + COMMON_FIELDS,
     "edit": ("image", "mask", "prompt") + COMMON_FIELDS,
     "variation": ("image",) + COMMON_FIELDS,
 }
@@ -122,6 +122,11 @@ def parse(values: Mapping[str, Any], kind: str, *, from_form: bool, producible: 
     if model is not None and model not in model_names:
         raise invalid(f"The model {model!r} does not exist or is not served here; use one of {list(model_names)}.",
                       "model", "invalid_value")
+
+    quality = _string(values.get("quality"), "quality")
+    if quality is not None and quality != "standard":  # the API's only value for dall-e-2
+        raise invalid(f"{quality!r} is not supported for dall-e-2: the only quality is 'standard'.", "quality",
+                      "invalid_value")
 
     user = _string(values.get("user"), "user")
     return ImageRequest(kind=kind, n=n, size=side, response_format=fmt, prompt=prompt, user=user)
