@@ -64,3 +64,20 @@ def test_image_jobs(pipeline_dir, tmp_path):
     assert len(interpolate.run(_cfg("interpolate", common + [f"image_b={src}", "steps=2"]))) == 2
     assert len(interpolate.run(_cfg("interpolate", common + ["caption='a red square'", "new_caption='a blue square'",
                                                               "thetas=[0.0,0.5]"]))) == 2
+
+
+def test_prompts_per_call_batches_prompts_without_changing_images_or_sidecars(pipeline_dir, tmp_path):
+    """Three prompts in one pipeline call or one call each: the same files, the same sidecars (seeds follow
+    each prompt's line number), the same images up to batch-size rounding."""
+    runs = {}
+    for per_call in (1, 3):
+        out = tmp_path / f"per{per_call}"
+        runs[per_call] = generate.run(_cfg("generate", [f"pipeline_dir={pipeline_dir}", f"out={out}", "n=2",
+                                                        "prompts=[a red star,a blue circle,a green square]",
+                                                        f"prompts_per_call={per_call}"]))
+    assert [p.name for p in runs[1]] == [p.name for p in runs[3]] and len(runs[1]) == 6
+    for a, b in zip(runs[1], runs[3]):
+        side_a, side_b = (json.loads(p.with_suffix(".json").read_text()) for p in (a, b))
+        assert side_a == side_b
+        diff = np.abs(np.asarray(Image.open(a), dtype=np.int16) - np.asarray(Image.open(b), dtype=np.int16))
+        assert diff.max() <= 2

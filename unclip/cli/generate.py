@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from unclip.cli import hydra_command
 from unclip.cli.common import load_pipeline, rank_world, save_result
@@ -41,21 +42,24 @@ def run(cfg: DictConfig) -> list[Path]:
     rank, world = rank_world()
     mine = list(range(rank, len(prompts), world))
     paths = []
-    for lo in range(0, len(mine), cfg.prompts_per_call):
-        for k in mine[lo:lo + cfg.prompts_per_call]:  # one call per prompt: its seeds follow its line number
-            seeds = [derive_seed(cfg.seed, k, i) for i in range(cfg.n)]
-            result = pipe.generate(prompts[k], n=cfg.n, size=cfg.size, seed=cfg.seed, sample_seeds=seeds,
-                                   progress=cfg.progress)
-            for r in result.records:
-                r["prompt_index"] = k
-            paths += save_result(result, cfg.out, f"p{k:06d}", cfg.contact_sheet)
+    with tqdm(total=len(mine), unit="prompt", desc="generate", disable=not cfg.progress) as bar:
+        for lo in range(0, len(mine), cfg.prompts_per_call):
+            group = mine[lo:lo + cfg.prompts_per_call]  # one pipeline call; seeds still follow line numbers
+            seeds = [derive_seed(cfg.seed, k, i) for k in group for i in range(cfg.n)]
+            result = pipe.generate([prompts[k] for k in group], n=cfg.n, size=cfg.size, seed=cfg.seed,
+                                   sample_seeds=seeds)
+            for j, k in enumerate(group):  # each prompt's files and sidecars as if it had been called alone
+                part = result.part(j * cfg.n, (j + 1) * cfg.n)
+                for r in part.records:
+                    r["prompt_index"] = k
+                paths += save_result(part, cfg.out, f"p{k:06d}", cfg.contact_sheet)
+            bar.update(len(group))
     return paths
 
 
 @hydra.main(version_base=None, config_path="../configs/sample", config_name="generate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
-
 
 
 def cli() -> int:

@@ -39,7 +39,6 @@ def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
-
 def cli() -> int:
     """The console command: ``-h`` prints this module's help, anything else goes to Hydra."""
     return hydra_command(main, __doc__)

@@ -21,6 +21,12 @@ class GenerationResult:
     def __len__(self) -> int:
         return len(self.images)
 
+    def part(self, lo: int, hi: int) -> GenerationResult:
+        """Images lo..hi-1 as a result of their own, their records' ``index`` counted from lo (what a call
+        making only those images would have recorded)."""
+        records = [{**r, "index": r["index"] - lo} if "index" in r else dict(r) for r in self.records[lo:hi]]
+        return GenerationResult(self.images[lo:hi], records, self.flagged[lo:hi])
+
     def extend(self, other: GenerationResult) -> GenerationResult:
         self.images += other.images
         self.records += other.records
