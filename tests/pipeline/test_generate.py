@@ -112,3 +112,26 @@ def test_image_stages_clamp_pred_x0_and_keep_known_pixels():
     known, keep = torch.full_like(x0, 0.75), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
     assert torch.equal(image_x0_transform(known, keep)(x0), torch.tensor([[[[0.75, 0.5], [1.0, 0.75]]]]))
 
+
+
+def test_save_mirrors_load_and_output_types(pipeline_dir, tmp_path):
+    import numpy as np
+    import torch
+
+    from unclip.pipeline import UnCLIPPipeline
+    pipe = UnCLIPPipeline.load(pipeline_dir, moderation=False)
+    copy = UnCLIPPipeline.load(pipe.save(tmp_path / "copy"), moderation=False)
+    assert sorted(copy.stages) == sorted(pipe.stages)
+    a = pipe.generate("a red star", n=2, size=64, seed=3)
+    b = copy.generate("a red star", n=2, size=64, seed=3)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
+    arr, ten = a.images_as("np"), a.images_as("pt")
+    assert arr.shape == (2, 64, 64, 3) and arr.dtype == np.float32 and 0 <= arr.min() and arr.max() <= 1
+    assert ten.shape == (2, 3, 64, 64) and torch.equal(ten, torch.from_numpy(arr).permute(0, 3, 1, 2))
+    assert np.array_equal(np.round(arr[0] * 255).astype(np.uint8), np.asarray(a.images_as("pil")[0]))
+    with pytest.raises(ValueError, match="output_type"):
+        a.images_as("latent")
+    with pytest.raises(FileExistsError, match="not empty"):
+        pipe.save(tmp_path / "copy")
+    with pytest.raises(ValueError, match="float16 runs on CUDA only"):
+        UnCLIPPipeline.load(pipeline_dir, dtype=torch.float16)

@@ -45,8 +45,8 @@ class UnCLIPPipeline(EditingMixin):
     def load(cls, pipeline_dir: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, settings: str | PipelineSettings | dict = "fast",
              moderation: bool | str | os.PathLike | Any = True) -> UnCLIPPipeline:
-        """Load every stage present. ``dtype``: float32, or bfloat16 to run the networks under bf16
-        autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper", "fast"), PipelineSettings or overrides.
+        """Load every stage present. ``dtype``: float32, or bfloat16 (or float16 on CUDA) to run the networks
+        under autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper", "fast"), PipelineSettings or overrides.
         ``moderation``: True (configs/moderation/default.yaml), False (off, for research), a config
         path, or a ``Moderator``."""
         root = Path(pipeline_dir)
@@ -56,8 +56,11 @@ class UnCLIPPipeline(EditingMixin):
             if not (root / required).is_dir():
                 raise FileNotFoundError(f"pipeline directory {root} lacks {required}/ (expected clip/, prior/, "
                                         "decoder/ and optionally sr256/, sr1024/)")
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"dtype={dtype}: expected torch.float32 or torch.bfloat16")
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype={dtype}: expected torch.float32, torch.bfloat16 or torch.float16")
+        if dtype == torch.float16 and torch.device(device).type != "cuda":
+            raise ValueError("dtype=torch.float16 runs on CUDA only (CPU autocast has no float16 convolutions); "
+                             "use torch.bfloat16 or torch.float32 on the CPU")
         clip = FrozenCLIP.load(root / "clip", device=device)
         stages = {}
         for name in ("prior", "decoder", "sr256", "sr1024"):
@@ -68,6 +71,23 @@ class UnCLIPPipeline(EditingMixin):
             raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
         settings = resolve_settings(settings, PRESETS["fast"])
         return cls(clip, stages, str(root.resolve()), settings=settings, moderator=_moderator(moderation, clip, root / "clip"))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write this pipeline as a directory ``load`` reads: clip/ (with its moderation calibration, when it
+        has one), prior/, decoder/ and the upsamplers present. ``directory`` must not exist yet or be empty."""
+        from unclip.models import save_stage
+        from unclip.moderation_calibration import FILE
+
+        out = Path(directory)
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} is not empty: save a pipeline into a new directory")
+        self.clip.save(out / "clip")
+        calibration = Path(self.pipeline_dir) / "clip" / FILE
+        if calibration.is_file():
+            (out / "clip" / FILE).write_bytes(calibration.read_bytes())
+        for name, stage in self.stages.items():
+            save_stage(out / name, stage.spec, stage.model)
+        return out
 
     # ------------------------------------------------------------------ checks
 

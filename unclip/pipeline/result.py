@@ -21,6 +21,22 @@ class GenerationResult:
     def __len__(self) -> int:
         return len(self.images)
 
+    def images_as(self, output_type: str = "pil"):
+        """The images as "pil" (a list of RGB PIL images), "np" (float32 [N, H, W, 3] in [0, 1]) or "pt" (a
+        float32 tensor [N, 3, H, W] in [0, 1]) — diffusers' ``output_type``."""
+        if output_type == "pil":
+            return list(self.images)
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type={output_type!r}: expected 'pil', 'np' or 'pt'")
+        import numpy as np
+
+        array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in self.images])
+        if output_type == "np":
+            return array
+        import torch
+
+        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
     def part(self, lo: int, hi: int) -> GenerationResult:
         """Images lo..hi-1 as a result of their own, their records' ``index`` counted from lo (what a call
         making only those images would have recorded)."""
