@@ -57,7 +57,7 @@ def test_image_jobs(pipeline_dir, tmp_path):
     m = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     m.paste((0, 0, 0, 0), (0, 0, 32, 32))
     m.save(mask)
-    common = [f"pipeline_dir={pipeline_dir}", f"out={tmp_path / 'o'}", f"image={src}"]
+    common = [f"pipeline_dir={pipeline_dir}", f"out={tmp_path / 'o'}", f"image={src}", "size=64"]
     assert len(vary.run(_cfg("vary", common + ["n=2"]))) == 2
     assert len(edit.run(_cfg("edit", common + [f"mask={mask}", "prompt='a red star'", "n=1"]))) == 1
     assert len(outpaint.run(_cfg("outpaint", common + ["prompt='a red star'", "right=16"]))) == 1

@@ -38,7 +38,6 @@ GENERATION_CASES = {
     "n = 11": (dict(prompt="a star", n=11), "integer_above_max_value", "n"),
     "size 300x300": (dict(prompt="a star", size="300x300"), "invalid_value", "size"),
     "size the pipeline cannot make": (dict(prompt="a star", size="1024x1024"), "unsupported_size", "size"),
-    "default size 1024 the pipeline cannot make": (dict(prompt="a star"), "unsupported_size", "size"),
     "unknown response_format": (dict(prompt="a star", size="64x64", response_format="png"), "invalid_value",
                                 "response_format"),
     "unknown model": (dict(prompt="a star", size="64x64", model="dall-e-3"), "invalid_value", "model"),
@@ -213,3 +212,20 @@ def test_quality_standard_is_accepted_and_others_refused_and_user_is_logged(clie
     assert any('user="end-user-42"' in rec.getMessage() for rec in caplog.records)
     _expect(lambda: client.images.generate(prompt="a red star", size="64x64", quality="hd"), 400, "invalid_value",
             "quality")
+
+
+def test_no_size_gets_the_largest_size_the_pipeline_makes(client):
+    r = client.images.generate(prompt="a red star", response_format="b64_json")  # this pipeline stops at 256
+    assert image_of(r.data[0]).size == (256, 256)
+
+
+def test_a_default_size_the_pipeline_cannot_make_is_warned_at_start(pipeline_dir, key_file, caplog):
+    from unclip.server import ServerConfig
+
+    from .conftest import FAST, serve
+    caplog.set_level(logging.WARNING, logger="unclip.server")
+    config = ServerConfig(pipeline_dir=pipeline_dir, settings=FAST, moderation=False, api_keys_file=key_file,
+                          api_keys_env="UNCLIP_NO_SUCH_VAR", default_size="1024x1024")
+    with serve(config) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert "default size 1024x1024 is not one this pipeline makes" in caplog.text

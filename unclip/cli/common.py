@@ -24,6 +24,11 @@ def rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def job_size(cfg, pipe: UnCLIPPipeline) -> int:
+    """``size``, or the largest size the pipeline makes (the server's default too)."""
+    return int(cfg.size) if cfg.size is not None else max(pipe.sizes)
+
+
 def load_pipeline(cfg) -> UnCLIPPipeline:
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}: expected one of {sorted(DTYPES)}")

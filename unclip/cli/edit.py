@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unclip.cli import hydra_command
-from unclip.cli.common import load_image, load_pipeline, save_result
+from unclip.cli.common import job_size, load_image, load_pipeline, save_result
 from unclip.cli.schema import register
 
 register()
@@ -17,7 +17,7 @@ register()
 def run(cfg: DictConfig) -> list[Path]:
     pipe = load_pipeline(cfg)
     mask = load_image(cfg.mask, "mask") if cfg.mask else None
-    result = pipe.edit(load_image(cfg.image), mask, cfg.prompt, n=cfg.n, size=cfg.size, seed=cfg.seed,
+    result = pipe.edit(load_image(cfg.image), mask, cfg.prompt, n=cfg.n, size=job_size(cfg, pipe), seed=cfg.seed,
                        progress=cfg.progress)
     for r in result.records:
         r.update(image=str(cfg.image), mask=cfg.mask)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from unclip.cli import hydra_command
-from unclip.cli.common import load_pipeline, rank_world, save_result
+from unclip.cli.common import job_size, load_pipeline, rank_world, save_result
 from unclip.cli.schema import register
 from unclip.pipeline import derive_seed
 
@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> list[Path]:
         for lo in range(0, len(mine), cfg.prompts_per_call):
             group = mine[lo:lo + cfg.prompts_per_call]  # one pipeline call; seeds still follow line numbers
             seeds = [derive_seed(cfg.seed, k, i) for k in group for i in range(cfg.n)]
-            result = pipe.generate([prompts[k] for k in group], n=cfg.n, size=cfg.size, seed=cfg.seed,
+            result = pipe.generate([prompts[k] for k in group], n=cfg.n, size=job_size(cfg, pipe), seed=cfg.seed,
                                    sample_seeds=seeds)
             for j, k in enumerate(group):  # each prompt's files and sidecars as if it had been called alone
                 part = result.part(j * cfg.n, (j + 1) * cfg.n)

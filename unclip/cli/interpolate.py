@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unclip.cli import hydra_command
-from unclip.cli.common import load_image, load_pipeline, save_result
+from unclip.cli.common import job_size, load_image, load_pipeline, save_result
 from unclip.cli.schema import register
 
 register()
@@ -22,11 +22,11 @@ def run(cfg: DictConfig) -> list[Path]:
     pipe = load_pipeline(cfg)
     image = load_image(cfg.image)
     if cfg.image_b is not None:
-        result = pipe.interpolate(image, load_image(cfg.image_b, "image_b"), steps=cfg.steps, size=cfg.size,
+        result = pipe.interpolate(image, load_image(cfg.image_b, "image_b"), steps=cfg.steps, size=job_size(cfg, pipe),
                                   seed=cfg.seed, noise=cfg.noise, progress=cfg.progress)
         stem = f"{Path(cfg.image).stem}_to_{Path(cfg.image_b).stem}"
     else:
-        result = pipe.text_diff(image, cfg.caption, cfg.new_caption, thetas=list(cfg.thetas), size=cfg.size,
+        result = pipe.text_diff(image, cfg.caption, cfg.new_caption, thetas=list(cfg.thetas), size=job_size(cfg, pipe),
                                 seed=cfg.seed, progress=cfg.progress)
         stem = Path(cfg.image).stem + "_textdiff"
     for r in result.records:

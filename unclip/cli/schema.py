@@ -38,7 +38,7 @@ class CommonJob:
     dtype: str = "float32"  # float32 | bfloat16
     preset: str = "fast"  # paper | fast
     settings: SettingsOverrides = field(default_factory=SettingsOverrides)  # e.g. settings.decoder.steps=50
-    size: int = 64
+    size: Optional[int] = None  # output side; None: the largest the pipeline makes (as the server's default)
     seed: int = 0
     moderation: bool = True
     progress: bool = True

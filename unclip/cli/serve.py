@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="moderation YAML (default: configs/moderation/default.yaml)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--model-name", default=None, help="name listed by /v1/models (default: the directory's name)")
-    p.add_argument("--default-size", default="1024x1024", help="size used when a request gives none")
+    p.add_argument("--default-size", default=None,
+                   help="size used when a request gives none (default: the largest the pipeline makes, as the CLI)")
     p.add_argument("--api-keys-file", type=Path, default=None, help="file with one API key per line")
     p.add_argument("--api-keys-env", default="UNCLIP_API_KEYS", help="environment variable with comma-separated keys")
     p.add_argument("--no-auth", action="store_true", help="serve without API keys (local experiments only)")

@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unclip.cli import hydra_command
-from unclip.cli.common import load_image, load_pipeline, save_result
+from unclip.cli.common import job_size, load_image, load_pipeline, save_result
 from unclip.cli.schema import register
 
 register()
@@ -15,7 +15,7 @@ register()
 
 def run(cfg: DictConfig) -> list[Path]:
     pipe = load_pipeline(cfg)
-    result = pipe.variations(load_image(cfg.image), n=cfg.n, size=cfg.size, seed=cfg.seed, eta=cfg.eta,
+    result = pipe.variations(load_image(cfg.image), n=cfg.n, size=job_size(cfg, pipe), seed=cfg.seed, eta=cfg.eta,
                              progress=cfg.progress)
     for r in result.records:
         r["image"] = str(cfg.image)

@@ -53,6 +53,10 @@ class ServerState:
     def __init__(self, config: ServerConfig, pipeline: Any) -> None:
         self.config, self.pipeline = config, pipeline
         self.sizes = tuple(int(s) for s in pipeline.sizes)
+        self.default_size = config.default_size or size_name(max(self.sizes))  # made, not resized up
+        if config.default_size and int(config.default_size.split("x")[0]) not in accepted_sizes(self.sizes):
+            log.warning("default size %s is not one this pipeline makes (%s): requests without a size will get 400",
+                        config.default_size, [size_name(s) for s in accepted_sizes(self.sizes)])
         self.model_name = config.model_name or config.pipeline_dir.resolve().name
         self.model_names = (DALL_E_2, self.model_name)
         self.keys = KeyChecker(load_keys(config.api_keys_file, config.api_keys_env), config.allow_no_auth)
@@ -124,7 +128,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
     async def generations(request: Request):
         st = authorize(request)
         body = await _json_body(request)
-        req = parse(body, "generate", from_form=False, producible=st.sizes, default_size=st.config.default_size,
+        req = parse(body, "generate", from_form=False, producible=st.sizes, default_size=st.default_size,
                     model_names=st.model_names)
         request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         await _moderate_prompt(request, st, req.prompt)
@@ -136,7 +140,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
     async def edits(request: Request):
         st = authorize(request)
         fields, uploads = await _read_form(request, "edit", st.config.max_upload_bytes)
-        req = parse(fields, "edit", from_form=True, producible=st.sizes, default_size=st.config.default_size,
+        req = parse(fields, "edit", from_form=True, producible=st.sizes, default_size=st.default_size,
                     model_names=st.model_names)
         request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         await _moderate_prompt(request, st, req.prompt)
@@ -149,7 +153,7 @@ def create_app(config: ServerConfig, pipeline: Any = None) -> FastAPI:
     async def variations(request: Request):
         st = authorize(request)
         fields, uploads = await _read_form(request, "variation", st.config.max_upload_bytes)
-        req = parse(fields, "variation", from_form=True, producible=st.sizes, default_size=st.config.default_size,
+        req = parse(fields, "variation", from_form=True, producible=st.sizes, default_size=st.default_size,
                     model_names=st.model_names)
         request.state.user = req.user  # the API's end-user id: logged for abuse monitoring
         with _admitted(request, st, req.n) as ticket:  # before decoding: a refused upload costs no memory

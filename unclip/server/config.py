@@ -19,7 +19,7 @@ class ServerConfig:
     moderation: Any = True  # True: configs/moderation/default.yaml; False: off; a config path; or a Moderator
     torch_threads: int | None = None  # intra-op threads of the worker (None: torch's default)
     model_name: str | None = None  # the name /v1/models lists besides "dall-e-2"; default: the pipeline dir's name
-    default_size: str = "1024x1024"  # the API's default; a pipeline without sr1024 answers it with 400
+    default_size: str | None = None  # a request without size: None = the largest the pipeline makes (as the CLI)
 
     # auth: keys from a file (one per line, '#' comments) and/or an environment variable (comma-separated)
     api_keys_file: Path | None = None
