@@ -204,3 +204,14 @@ def test_pretrained_tag_fails_fast_without_network():
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown CLIP arch 'unclip-nonexistent'"):
         FrozenCLIP.create("unclip-nonexistent")
+
+
+def test_open_clip_routine_info_lines_stay_out_of_the_logs(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    torch.manual_seed(0)
+    FrozenCLIP.create("unclip-tiny").tokenize(["a red star"])
+    assert not [r for r in caplog.records if "open_clip" in r.pathname and r.levelno < logging.WARNING]
+    logging.warning("a root warning still shows")
+    assert "a root warning still shows" in caplog.text

@@ -40,6 +40,17 @@ from unclip.io import read_release_config, write_release
 
 log = logging.getLogger(__name__)
 
+
+class _QuietOpenClip(logging.Filter):
+    """open_clip logs routine INFO lines ("Using default SimpleTokenizer.", "Parsing tokenizer identifier")
+    on the root logger every time a CLIP is built; keep its warnings, drop those lines from our jobs' logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "open_clip" not in record.pathname
+
+
+logging.getLogger().addFilter(_QuietOpenClip())
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "clip_model"  # package data
 FORMAT = "unclip.FrozenCLIP/v1"
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
