@@ -65,7 +65,7 @@ def test_every_command_has_a_useful_help(installed, cmd, words):
 
 
 def test_one_tiny_job_from_each_command(installed):
-    cwd, root = installed["cwd"], installed["root"]
+    cwd = installed["cwd"]
     py = str(installed["py"])
     setup = ("from unclip.pipeline import build_random_pipeline; from unclip.data.write_shards import write_shards; "
              "build_random_pipeline('pipe'); write_shards('shards', split='train', n=8, shard_size=8); "

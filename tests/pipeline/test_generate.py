@@ -135,3 +135,20 @@ def test_save_mirrors_load_and_output_types(pipeline_dir, tmp_path):
         pipe.save(tmp_path / "copy")
     with pytest.raises(ValueError, match="float16 runs on CUDA only"):
         UnCLIPPipeline.load(pipeline_dir, dtype=torch.float16)
+
+
+def test_given_latents_are_the_decoders_starting_noise(pipe):
+    import numpy as np
+    import torch
+
+    from unclip.pipeline.errors import InputError
+    x_t = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    kw = dict(n=2, size=64, image_embeds="text", settings={"decoder": {"sampler": "ddim"}})  # no prior noise
+    a = pipe.generate("a red star", seed=1, latents=x_t, **kw)
+    b = pipe.generate("a red star", seed=2, latents=x_t, **kw)
+    c = pipe.generate("a red star", seed=2, **kw)
+    same = [np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images)]
+    assert all(same)  # other seeds, same latents: the same images (DDIM, η = 0)
+    assert not np.array_equal(np.asarray(b.images[0]), np.asarray(c.images[0]))  # the seeds' own noise differs
+    with pytest.raises(InputError, match=r"latents must be \[2, 3, 64, 64\]"):
+        pipe.generate("a red star", n=2, size=64, latents=x_t[:1])

@@ -210,8 +210,11 @@ class UnCLIPPipeline(EditingMixin):
     def generate(self, prompts: str | list[str], n: int = 1, size: int = 64, seed: int | None = None,
                  settings=None, callback: Callback | None = None, progress: bool = False,
                  sample_seeds: Sequence[int] | None = None,
-                 image_embeds: torch.Tensor | str | None = None) -> GenerationResult:
+                 image_embeds: torch.Tensor | str | None = None,
+                 latents: torch.Tensor | None = None) -> GenerationResult:
         """n images per prompt (prompt-major): prior → decoder → upsamplers up to ``size``.
+        ``latents`` [len(prompts)·n, 3, S, S] (S: the decoder's side) is the decoder's starting noise x_T
+        instead of noise drawn from the seeds (as diffusers' ``latents``).
         ``sample_seeds`` (one per image) overrides ``seed``; a record's ``sample_seed`` remakes its image.
         ``image_embeds`` replaces the prior (the paper's §5.1 ablations): ``"text"`` feeds the decoder the
         CLIP text embedding z_t, a tensor [len(prompts)·n, D] feeds it given CLIP image embeddings."""
@@ -220,6 +223,10 @@ class UnCLIPPipeline(EditingMixin):
         flat = [p for p in prompts for _ in range(n)]
         seed, seeds = self._seeds(seed, len(flat), sample_seeds)
         source = self._check_image_embeds(image_embeds, len(flat))
+        side = self.stages["decoder"].model.image_size
+        if latents is not None and tuple(latents.shape) != (len(flat), 3, side, side):
+            raise InputError("latents", f"latents must be [{len(flat)}, 3, {side}, {side}] (one x_T per image), "
+                                        f"got {tuple(latents.shape)}")
         names = (["prior"] if source == "prior" else []) + ["decoder"] + [nm for nm, s in UPSAMPLERS if s <= size]
         bars = self._bars(progress, names, 1)
         outs = []
@@ -232,8 +239,9 @@ class UnCLIPPipeline(EditingMixin):
                 z_i = text["text_emb"]
             else:
                 z_i = image_embeds[lo:lo + st.batch_size].to(self.device, torch.float32)
+            x_t = None if latents is None else latents[lo:lo + st.batch_size].to(self.device, torch.float32)
             x = S.run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
-                              callback=self._stage_cb("decoder", callback, bars.get("decoder")))
+                              x_t=x_t, callback=self._stage_cb("decoder", callback, bars.get("decoder")))
             outs.append(self._upsample(x, size, cs, st, callback, bars))
         records = [self._record("generate", seed, i, s, size, st, prompt=p, image_embeds=source)
                    for i, (p, s) in enumerate(zip(flat, seeds))]
