@@ -195,7 +195,7 @@ def test_a_client_that_disconnects_frees_its_slot_and_stops_its_work(pipeline_di
 def slow_server(pipeline_dir, key_file):
     """Each request takes a second or two (many steps), one request per key, at most 10 images admitted."""
     from unclip.server import ServerConfig
-    slow = {**FAST, "decoder": {"sampler": "ddim", "steps": 150}}
+    slow = {**FAST, "decoder": {"sampler": "ddim", "steps": 60}}
     config = ServerConfig(pipeline_dir=pipeline_dir, settings=slow, moderation=False, api_keys_file=key_file,
                           api_keys_env="UNCLIP_NO_SUCH_VAR", max_requests_per_key=1, queue_images=10,
                           max_batch_images=1, request_timeout_s=120)
