@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from unclip.cli.caption_match import cli, main, run  # noqa: E402,F401
+from unclip.cli import command  # noqa: E402
+from unclip.cli.caption_match import main, run  # noqa: E402,F401
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(command("unclip.cli.caption_match"))

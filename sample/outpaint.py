@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from unclip.cli.outpaint import cli, main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
+from unclip.cli import command  # noqa: E402
+from unclip.cli.outpaint import main, run  # noqa: E402,F401  (run: for scripts and tests that call it)
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(command("unclip.cli.outpaint"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from unclip.cli.train import cli  # noqa: E402
+from unclip.cli import command  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(command("unclip.cli.train"))

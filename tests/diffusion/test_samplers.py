@@ -179,3 +179,40 @@ def test_bad_variance_and_missing_gamma_are_clear():
         sample_ddpm(den, (2, 4), chain, variance="tiny")
     with pytest.raises(ValueError, match="needs gamma"):
         sample_ddpm(den, (2, 4), chain, variance="analytic")
+
+
+def _with_step_end(kind, chain, den, x, step_end, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    fn = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm": sample_dpmpp_2m}[kind]
+    return fn(den, x, chain, generator=gen, step_end=step_end)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_step_end_replacing_latents_continues_from_them(kind):
+    """Memoryless samplers: swapping run B's latents after step k for run A's makes B finish exactly as A
+    (same noise draws after k), so the sampler really continues from what step_end returns."""
+    chain, den, k = BASE.respace(12), AnalyticDenoiser(DATA, BASE.alphas_cumprod), 5
+    seen = {}
+
+    def record(step, t, x):
+        seen[step] = (t, x.clone())
+
+    a = _with_step_end(kind, chain, den, _noise(8, 4, seed=1), record)
+    assert sorted(seen) == list(range(12)) and [seen[s][0] for s in range(12)] == list(chain.timesteps[::-1])
+    assert torch.equal(seen[11][1], a)  # the last step's latents are the sample
+    b = _with_step_end(kind, chain, den, _noise(8, 4, seed=2), lambda s, t, x: seen[k][1] if s == k else None)
+    plain_b = _with_step_end(kind, chain, den, _noise(8, 4, seed=2), None)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+    assert (plain_b - a).abs().max() > 1e-6  # without the swap B ends elsewhere (DDPM forgets x_T: only a little)
+
+
+def test_step_end_none_changes_nothing_and_the_last_step_sets_the_output():
+    chain, den = BASE.respace(10), AnalyticDenoiser(DATA, BASE.alphas_cumprod)
+    plain = _with_step_end("dpm", chain, den, _noise(8, 4), None)
+    assert torch.equal(_with_step_end("dpm", chain, den, _noise(8, 4), lambda s, t, x: None), plain)
+    out = _with_step_end("dpm", chain, den, _noise(8, 4), lambda s, t, x: torch.full_like(x, 0.25) if s == 9 else None)
+    assert torch.equal(out, torch.full_like(plain, 0.25))
+    inv = ddim_invert(den, plain, chain, step_end=lambda s, t, x: torch.zeros_like(x) if s == 9 else None)
+    assert torch.equal(inv, torch.zeros_like(plain))
+    with pytest.raises(ValueError, match=r"step_end returned \(3,\): expected None or a tensor of shape \(8, 4\)"):
+        _with_step_end("ddim", chain, den, _noise(8, 4), lambda s, t, x: torch.zeros(3))

@@ -152,3 +152,38 @@ def test_given_latents_are_the_decoders_starting_noise(pipe):
     assert not np.array_equal(np.asarray(b.images[0]), np.asarray(c.images[0]))  # the seeds' own noise differs
     with pytest.raises(InputError, match=r"latents must be \[2, 3, 64, 64\]"):
         pipe.generate("a red star", n=2, size=64, latents=x_t[:1])
+
+
+def test_output_type_is_a_call_parameter(pipe):
+    pil = pipe.generate("a red star", n=2, seed=5)
+    arr = pipe.generate("a red star", n=2, seed=5, output_type="np")
+    ten = pipe.generate("a red star", n=2, seed=5, output_type="pt")
+    assert arr.output_type == "np" and arr.images.shape == (2, 64, 64, 3) and arr.images.dtype == np.float32
+    assert np.array_equal(arr.images, pil.images_as("np")) and torch.equal(ten.images, pil.images_as("pt"))
+    assert ten.part(1, 2).images.shape == (1, 3, 64, 64) and ten.part(1, 2).records[0]["index"] == 0
+    with pytest.raises(ValueError, match="extend joins PIL results"):
+        ten.extend(ten)
+    calls = []
+    with pytest.raises(ValueError, match="output_type='latent'"):  # refused before any sampling
+        pipe.generate("a red star", seed=5, output_type="latent", callback=lambda *a: calls.append(a))
+    assert calls == []
+    var = pipe.variations(pil.images[0], n=1, seed=1, output_type="pt")
+    assert var.images.shape == (1, 3, 64, 64)
+
+
+def test_step_callback_may_replace_the_latents(pipe):
+    """diffusers' callback_on_step_end: the decoder's last latents replaced by −1 (black) give a black 64-px
+    image; replacing an earlier step's latents changes the picture; returning None changes nothing."""
+    plain = pipe.generate("a red star", seed=2, settings={"decoder": {"sampler": "ddpm"}})
+    same = pipe.generate("a red star", seed=2, settings={"decoder": {"sampler": "ddpm"}},
+                         callback=lambda stage, i, n, x: None)
+    assert np.array_equal(_arr(plain.images[0]), _arr(same.images[0]))
+
+    def blacken(stage, i, n, x):
+        return -torch.ones_like(x) if stage == "decoder" and i == n - 1 else None
+
+    black = pipe.generate("a red star", seed=2, callback=blacken)
+    assert _arr(black.images[0]).max() == 0
+    swapped = pipe.generate("a red star", seed=2, settings={"decoder": {"sampler": "ddpm"}},
+                            callback=lambda stage, i, n, x: torch.zeros_like(x) if stage == "decoder" and i == 0 else None)
+    assert np.abs(_arr(swapped.images[0]) - _arr(plain.images[0])).mean() > 1

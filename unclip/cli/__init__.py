@@ -20,12 +20,23 @@ def hydra_command(main: Callable[[], None], doc: str | None) -> int:
     return 0
 
 
+def command(module: str) -> int:
+    """Run the Hydra job ``module.main`` as a console command (``-h``: the module's docstring)."""
+    job = importlib.import_module(module)
+    return hydra_command(job.main, job.__doc__)
+
+
+def train() -> int:
+    """``unclip-train``: see unclip/cli/train.py."""
+    return command("unclip.cli.train")
+
+
 def dispatch(prog: str, commands: dict[str, str], doc: str) -> int:
-    """``prog SUBCOMMAND [args]``: run the module ``commands[SUBCOMMAND]``'s ``cli()`` with the rest."""
+    """``prog SUBCOMMAND [args]``: run the Hydra job in module ``commands[SUBCOMMAND]`` with the rest."""
     sub = sys.argv[1] if len(sys.argv) > 1 else ""
     if sub not in commands:
         print(doc.strip() + f"\n\nusage: {prog} {{{','.join(commands)}}} [key=value ...]  (-h after a command: its help)",
               file=sys.stdout if sub in ("-h", "--help") else sys.stderr)
         return 0 if sub in ("-h", "--help") else 2
     sys.argv = [f"{prog} {sub}", *sys.argv[2:]]
-    return importlib.import_module(commands[sub]).cli()
+    return command(commands[sub])

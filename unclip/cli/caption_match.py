@@ -16,7 +16,6 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from unclip.cli import hydra_command
 from unclip.evals.config import job_kwargs, register_configs
 from unclip.evals.jobs import caption_match_job
 
@@ -38,12 +37,3 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../configs/eval", config_name="caption_match")
 def main(cfg: DictConfig) -> None:
     run(cfg)
-
-
-def cli() -> int:
-    """The console command: ``-h`` prints this module's help, anything else goes to Hydra."""
-    return hydra_command(main, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,6 @@ import hydra
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from unclip.cli import hydra_command
 from unclip.cli.common import job_size, load_pipeline, rank_world, save_result
 from unclip.cli.schema import register
 from unclip.pipeline import derive_seed
@@ -60,12 +59,3 @@ def run(cfg: DictConfig) -> list[Path]:
 @hydra.main(version_base=None, config_path="../configs/sample", config_name="generate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
-
-
-def cli() -> int:
-    """The console command: ``-h`` prints this module's help, anything else goes to Hydra."""
-    return hydra_command(main, __doc__)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from unclip.cli import hydra_command
 from unclip.cli.common import load_image, load_pipeline, save_result
 from unclip.cli.schema import register
 
@@ -26,12 +25,3 @@ def run(cfg: DictConfig) -> list[Path]:
 @hydra.main(version_base=None, config_path="../configs/sample", config_name="outpaint")
 def main(cfg: DictConfig) -> None:
     run(cfg)
-
-
-def cli() -> int:
-    """The console command: ``-h`` prints this module's help, anything else goes to Hydra."""
-    return hydra_command(main, __doc__)
-
-
-if __name__ == "__main__":
-    main()

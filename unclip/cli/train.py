@@ -57,10 +57,6 @@ def main(cfg: DictConfig) -> None:
               f"run dir {summary['run_dir']}; release {summary['exports'][:1]}")
 
 
-def cli() -> int:
-    """The console command: ``-h`` prints this module's help, anything else goes to Hydra."""
-    return hydra_command(main, __doc__)
 
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # torchrun -m unclip.cli.train ...
+    sys.exit(hydra_command(main, __doc__))

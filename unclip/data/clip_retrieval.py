@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .position import Tagged
 from .wds import LogAndCount, SharedEpoch, dist_info
 
 FOLDERS = {"img_emb": "img_emb_{}.npy", "text_emb": "text_emb_{}.npy", "metadata": "metadata_{}.parquet"}
@@ -338,9 +339,19 @@ class ClipRetrievalPipeline(torch.utils.data.IterableDataset):
         self.block_size, self.seed = block_size, seed
         self.epoch, self.handler = SharedEpoch(epoch), handler or LogAndCount()
         self.shards = self.data.part_names
+        self.tagged, self.resume = False, {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
+
+    def tag_positions(self) -> None:
+        """Yield ``Tagged(batch, worker, [batches so far])`` and an end marker per worker (as ShardPipeline)."""
+        self.tagged = True
+
+    def resume_positions(self, positions: dict[int, list[int]]) -> None:
+        """Each worker's next epoch skips its first ``positions[worker][0]`` batches inside the worker
+        (its embedding rows are memory-mapped and cheap to read; nothing skipped crosses to the loader)."""
+        self.resume = {int(w): int(pos[0]) for w, pos in positions.items()}
 
     @property
     def failures(self) -> int:
@@ -353,7 +364,17 @@ class ClipRetrievalPipeline(torch.utils.data.IterableDataset):
         pieces = slice_pieces(self.data, self.rank * workers + worker, self.world_size * workers,
                               block_size=self.block_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch)
         rng = _rng("rows", self.seed, epoch, self.rank, worker) if self.shuffle else None
-        return self._batches(pieces, rng)
+        batches = self._batches(pieces, rng)
+        return self._tag(batches, worker, self.resume.get(worker, 0)) if self.tagged else batches
+
+    @staticmethod
+    def _tag(batches: Iterator[dict[str, Any]], worker: int, skip: int) -> Iterator[Tagged]:
+        count = 0
+        for batch in batches:
+            count += 1
+            if count > skip:
+                yield Tagged(batch, worker, [count])
+        yield Tagged(None, worker, [count])
 
     def _batches(self, pieces: Iterator[tuple[int, int, int]], rng: np.random.Generator | None
                  ) -> Iterator[dict[str, Any]]:

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
-
 from .embeddings import ARRAY_FIELDS
+from .position import Batched
 from .wds import BadSample, LogAndCount, ShardPipeline, build_pipeline, resolve_shards
 
 
@@ -58,7 +57,7 @@ def embedding_pipeline(
     handler: LogAndCount | None = None,
 ) -> ShardPipeline:
     """Embedding shards (a directory of ``*.tar``, pattern, glob or list) -> samples or batches."""
-    tail = [wds.batched(batch_size, collation_fn=collate_embeddings, partial=partial_batches) if batch_size else None]
+    tail = [Batched(batch_size, partial_batches, collate_embeddings) if batch_size else None]
     return build_pipeline(resolve_shards(shards), decode_embedding_sample, tail, shuffle_shards=shuffle_shards,
                           shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size, handler=handler)

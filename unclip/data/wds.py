@@ -6,8 +6,10 @@
     -> shard shuffle seeded by (seed, epoch)          identical on every rank and worker
     -> split by node (explicit rank / world_size)
     -> split by DataLoader worker
+    -> count shards (position.py: a resumed run skips consumed shards unopened)
     -> tar -> samples (tarfile_to_samples, log-and-count handler)
     -> sample shuffle buffer seeded by (seed, epoch, rank, worker)   optional
+    -> count samples (and skip the consumed ones before decoding when resuming)
     -> decode: PIL images or CHW float tensors in [-1, 1], caption, scene dict
     -> pick fields as a tuple                                          optional
     -> batch                                                           optional
@@ -56,6 +58,7 @@ import webdataset as wds
 from PIL import Image
 
 from .images import ImageTooSmall, MissingImage, crop_offset, fit_square, image_member, open_rgb
+from .position import Batched, CountShards, StreamPosition, TagBatches, TrackSamples
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +353,21 @@ def pick_fields(sample: dict[str, Any], fields: tuple[str, ...]) -> tuple:
 class ShardPipeline(wds.DataPipeline):
     """A webdataset DataPipeline that also holds its shared epoch and bad-sample handler."""
 
-    def __init__(self, stages: list, epoch: SharedEpoch, handler: LogAndCount, shards: list[str]):
+    def __init__(self, stages: list, epoch: SharedEpoch, handler: LogAndCount, shards: list[str],
+                 position: StreamPosition):
         super().__init__(*stages)
-        self.epoch, self.handler, self.shards = epoch, handler, shards
+        self.epoch, self.handler, self.shards, self.position = epoch, handler, shards, position
+        self.tagged = False
+
+    def tag_positions(self) -> None:
+        """From now on yield ``Tagged(batch, worker, position)`` and an end marker per worker (position.py)."""
+        if not self.tagged:
+            self.pipeline.append(TagBatches(self.position))
+            self.tagged = True
+
+    def resume_positions(self, positions: dict[int, list[int]]) -> None:
+        """Start the next iteration of each worker at its position (empty: from the epoch's beginning)."""
+        self.position.resume = {int(w): [int(v) for v in pos] for w, pos in positions.items()}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
@@ -403,7 +418,7 @@ def shard_pipeline(
     decode = partial(decode_sample, image_format=image_format, resolutions=tuple(resolutions), size=size, crop=crop,
                      min_size=min_size, seed=seed, epoch=shared_epoch)
     tail = [wds.map(partial(pick_fields, fields=tuple(fields))) if fields else None,
-            wds.batched(batch_size, partial=partial_batches) if batch_size else None]
+            Batched(batch_size, partial=partial_batches) if batch_size else None]
     return build_pipeline(resolve_shards(shards, split), decode, tail, shuffle_shards=shuffle_shards,
                           shuffle_buffer=shuffle_buffer, resampled=resampled, seed=seed, epoch=shared_epoch,
                           rank=rank, world_size=world_size, handler=handler)
@@ -430,6 +445,7 @@ def build_pipeline(
         raise ValueError(f"{len(urls)} shards cannot feed {world_size} ranks: write more shards or use resampled=True")
     shared_epoch = epoch if isinstance(epoch, SharedEpoch) else SharedEpoch(epoch)
     handler = handler or LogAndCount()
+    position = StreamPosition(buffered=shuffle_buffer > 1)
     if resampled:
         source = [EpochResampledShards(urls, seed, shared_epoch, rank, world_size)]
     else:
@@ -441,9 +457,11 @@ def build_pipeline(
         ]
     stages = [
         *source,
+        CountShards(position),
         wds.tarfile_to_samples(handler=handler),
         EpochSampleShuffle(shuffle_buffer, seed, shared_epoch, rank) if shuffle_buffer > 1 else None,
+        TrackSamples(position),
         wds.map(decode, handler=handler),
         *tail,
     ]
-    return ShardPipeline([s for s in stages if s is not None], shared_epoch, handler, urls)
+    return ShardPipeline([s for s in stages if s is not None], shared_epoch, handler, urls, position)

@@ -3,7 +3,9 @@
 Every sampler takes (denoiser, x, diffusion) where x is the starting noise x_T or a shape to draw it
 with `generator`, and `diffusion` is the (respaced) chain whose steps it walks from the last to t = 0;
 it returns the final x0 sample. Shared keywords: `cond` (dict passed to the denoiser), `generator`
-(None, one torch.Generator, or one per sample — see rng.py), `callback(step_index, t, x_t, prediction)`,
+(None, one torch.Generator, or one per sample — see rng.py), `callback(step_index, t, x_t, prediction)`
+(sees each step's input and prediction), `step_end(step_index, t, x)` (called with the latents after each step,
+the last one's being the sample; a tensor it returns replaces them — diffusers' callback_on_step_end),
 `x0_transform` (e.g. clip_x0, dynamic_threshold(): applied to pred_x0, ε recomputed from it),
 `device`/`dtype` (only when x is a shape) and `progress` (tqdm bar).
 
@@ -27,6 +29,7 @@ from .gaussian import GaussianDiffusion
 DenoiserFn = Callable[..., Prediction]
 X0Transform = Callable[[Tensor], Tensor]
 Callback = Callable[[int, int, Tensor, Prediction], None]
+StepEnd = Callable[[int, int, Tensor], Tensor | None]
 
 
 def clip_x0(x0: Tensor) -> Tensor:
@@ -59,6 +62,19 @@ def _steps(indices: Iterable[int], progress: bool, desc: str) -> Iterable[int]:
     from tqdm.auto import tqdm
 
     return tqdm(list(indices), desc=desc)
+
+
+def _end(step_end: StepEnd | None, step: int, t, x: Tensor) -> Tensor:
+    """The latents after a step: ``step_end``'s replacement when it returns one (same shape), else ``x``."""
+    if step_end is None:
+        return x
+    out = step_end(step, int(t), x)
+    if out is None:
+        return x
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"step_end returned {got}: expected None or a tensor of shape {tuple(x.shape)}")
+    return out.to(x.dtype)
 
 
 def _predict(denoiser: DenoiserFn, x: Tensor, i: int, diffusion: GaussianDiffusion, cond: dict | None,
@@ -126,7 +142,7 @@ def _reverse_log_variance(diffusion: GaussianDiffusion, variance: VarType | str,
 def sample_ddpm(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *,
                 variance: VarType | str = VarType.FIXED_SMALL, gamma: np.ndarray | None = None,
                 cond: dict | None = None, generator=None, callback: Callback | None = None,
-                x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, Alg. 2): x_{t−1} = μ̃_t(pred_x0, x_t) + σ_t·z, with σ_t² from
     `variance`: "small" β̃_t, "large" β_t, "learned" (the prediction's var_frac on this chain's β and β̃,
     Nichol & Dhariwal 2021) or "analytic" (Analytic-DPM, Bao et al. 2022; needs `gamma`, see
@@ -139,17 +155,17 @@ def sample_ddpm(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
             callback(step, int(diffusion.timesteps[i]), x, pred)
         mean, _, _ = diffusion.q_posterior_mean_variance(pred.x0, x, i)
         if i == 0:
-            return mean
+            return _end(step_end, step, diffusion.timesteps[i], mean)
         lv = log_var(i, x, pred.var_frac)
         std = torch.exp(0.5 * lv) if isinstance(lv, Tensor) else math.exp(0.5 * lv)
-        x = mean + std * rng.randn_like(x, generator)
+        x = _end(step_end, step, diffusion.timesteps[i], mean + std * rng.randn_like(x, generator))
     return x
 
 
 @torch.no_grad()
 def sample_ddim(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *, eta: float = 0.0,
                 cond: dict | None = None, generator=None, callback: Callback | None = None,
-                x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): x_{t−1} = sqrt(ᾱ_{t−1})·pred_x0 + sqrt(1 − ᾱ_{t−1} − σ_t²)·ε_θ + σ_t·z,
     σ_t = η·sqrt((1−ᾱ_{t−1})/(1−ᾱ_t))·sqrt(1 − ᾱ_t/ᾱ_{t−1}). η = 0 is deterministic; η = 1 is DDPM with β̃."""
     x = _start(x, generator, device, dtype)
@@ -158,19 +174,20 @@ def sample_ddim(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
         if callback is not None:
             callback(step, int(diffusion.timesteps[i]), x, pred)
         if i == 0:
-            return pred.x0
+            return _end(step_end, step, diffusion.timesteps[i], pred.x0)
         acp, acp_prev = float(diffusion.alphas_cumprod[i]), float(diffusion.alphas_cumprod_prev[i])
         sigma = eta * math.sqrt((1 - acp_prev) / (1 - acp) * (1 - acp / acp_prev))
         x = math.sqrt(acp_prev) * pred.x0 + math.sqrt(max(1 - acp_prev - sigma**2, 0.0)) * pred.eps
         if sigma > 0:
             x = x + sigma * rng.randn_like(x, generator)
+        x = _end(step_end, step, diffusion.timesteps[i], x)
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *,
                     cond: dict | None = None, generator=None, callback: Callback | None = None,
-                    x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                    step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep data prediction in λ = log(α/σ), α = sqrt(ᾱ),
     σ = sqrt(1−ᾱ), over the chain's steps: x_{i−1} = (σ_{i−1}/σ_i)·x_i − α_{i−1}·(e^{−h} − 1)·D with
     h = λ_{i−1} − λ_i and D = (1 + 1/2r)·x0_i − (1/2r)·x0_{i+1}, r = h_prev/h; first order (D = x0_i) on
@@ -184,20 +201,22 @@ def sample_dpmpp_2m(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: 
         if callback is not None:
             callback(step, int(diffusion.timesteps[i]), x, pred)
         if i == 0:
-            return pred.x0
+            return _end(step_end, step, diffusion.timesteps[i], pred.x0)
         h = float(lam[i - 1] - lam[i])
         d = pred.x0
         if x0_prev is not None:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * pred.x0 - (1 / (2 * r)) * x0_prev
         x = float(sigma[i - 1] / sigma[i]) * x - float(alpha[i - 1]) * math.expm1(-h) * d
+        x = _end(step_end, step, diffusion.timesteps[i], x)
         x0_prev, h_prev = pred.x0, h
     return x
 
 
 @torch.no_grad()
 def ddim_invert(denoiser: DenoiserFn, x0: Tensor, diffusion: GaussianDiffusion, cond: dict | None = None,
-                callback: Callback | None = None, progress: bool = False) -> Tensor:
+                callback: Callback | None = None, step_end: StepEnd | None = None,
+                progress: bool = False) -> Tensor:
     """Deterministic DDIM (η = 0) run forwards, x0 → x at the chain's last step, so that sample_ddim
     from the result reconstructs x0 (Song et al. 2021, §4.3; used for image manipulations).
 
@@ -212,5 +231,5 @@ def ddim_invert(denoiser: DenoiserFn, x0: Tensor, diffusion: GaussianDiffusion, 
             callback(step, int(diffusion.timesteps[j]), x, pred)
         x0_hat = x0 if i == 0 else pred.x0
         a, s = float(diffusion.sqrt_alphas_cumprod[i]), float(diffusion.sqrt_one_minus_alphas_cumprod[i])
-        x = a * x0_hat + s * pred.eps
+        x = _end(step_end, step, diffusion.timesteps[i], a * x0_hat + s * pred.eps)
     return x

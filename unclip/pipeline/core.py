@@ -23,12 +23,14 @@ from . import stages as S
 from .editing import EditingMixin
 from .errors import InputError
 from .images import to_pil
-from .result import GenerationResult
+from .result import GenerationResult, check_output_type
 from .settings import PRESETS, PipelineSettings, resolve_settings
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[str, int, int, torch.Tensor], None]  # (stage, step, num_steps, x_t)
+# (stage, step, num_steps, x): x is the stage's latents after the step (the last step's: its output); a tensor the
+# callback returns replaces them (diffusers' callback_on_step_end), None keeps them
+Callback = Callable[[str, int, int, torch.Tensor], torch.Tensor | None]
 UPSAMPLERS = (("sr256", 256), ("sr1024", 1024))
 MAX_N = 64
 
@@ -142,12 +144,11 @@ class UnCLIPPipeline(EditingMixin):
         if callback is None and bar is None:
             return None
 
-        def cb(step: int, total: int, x: torch.Tensor) -> None:
+        def cb(step: int, total: int, x: torch.Tensor) -> torch.Tensor | None:
             if bar is not None:
                 bar.total = bar.total or total
                 bar.update(1)
-            if callback is not None:
-                callback(stage, step, total, x)
+            return None if callback is None else callback(stage, step, total, x)
         return cb
 
     def encode_text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -185,7 +186,7 @@ class UnCLIPPipeline(EditingMixin):
         from tqdm.auto import tqdm
         return {n: tqdm(desc=n, total=0, dynamic_ncols=True, leave=True) for n in names}
 
-    def _finish(self, x: torch.Tensor, records: list[dict], bars: dict) -> GenerationResult:
+    def _finish(self, x: torch.Tensor, records: list[dict], bars: dict, output_type: str = "pil") -> GenerationResult:
         for bar in bars.values():
             bar.close()
         images = to_pil(x)
@@ -197,7 +198,7 @@ class UnCLIPPipeline(EditingMixin):
                     images[i] = images[i].point(lambda _: 0)
                     flagged[i] = hit.category
                     records[i]["moderation"] = {"category": hit.category, "concept": hit.match, "score": hit.score}
-        return GenerationResult(images, records, flagged)
+        return GenerationResult(images, records, flagged).as_type(output_type)
 
     def _record(self, mode: str, seed: int, index: int, sample_seed: int, size: int, st: PipelineSettings,
                 **extra) -> dict[str, Any]:
@@ -211,13 +212,16 @@ class UnCLIPPipeline(EditingMixin):
                  settings=None, callback: Callback | None = None, progress: bool = False,
                  sample_seeds: Sequence[int] | None = None,
                  image_embeds: torch.Tensor | str | None = None,
-                 latents: torch.Tensor | None = None) -> GenerationResult:
+                 latents: torch.Tensor | None = None, output_type: str = "pil") -> GenerationResult:
         """n images per prompt (prompt-major): prior → decoder → upsamplers up to ``size``.
         ``latents`` [len(prompts)·n, 3, S, S] (S: the decoder's side) is the decoder's starting noise x_T
         instead of noise drawn from the seeds (as diffusers' ``latents``).
         ``sample_seeds`` (one per image) overrides ``seed``; a record's ``sample_seed`` remakes its image.
         ``image_embeds`` replaces the prior (the paper's §5.1 ablations): ``"text"`` feeds the decoder the
-        CLIP text embedding z_t, a tensor [len(prompts)·n, D] feeds it given CLIP image embeddings."""
+        CLIP text embedding z_t, a tensor [len(prompts)·n, D] feeds it given CLIP image embeddings.
+        ``callback(stage, step, num_steps, x)`` sees each stage's latents after every step and may return a
+        tensor that replaces them; ``output_type``: "pil", "np" or "pt" images (see GenerationResult)."""
+        check_output_type(output_type)
         prompts, n, size = self._check_prompts(prompts), self._check_n(n), self._check_size(size)
         st = resolve_settings(settings, self.settings)
         flat = [p for p in prompts for _ in range(n)]
@@ -245,7 +249,7 @@ class UnCLIPPipeline(EditingMixin):
             outs.append(self._upsample(x, size, cs, st, callback, bars))
         records = [self._record("generate", seed, i, s, size, st, prompt=p, image_embeds=source)
                    for i, (p, s) in enumerate(zip(flat, seeds))]
-        return self._finish(torch.cat(outs), records, bars)
+        return self._finish(torch.cat(outs), records, bars, output_type)
 
     def _check_image_embeds(self, image_embeds, count: int) -> str:
         if image_embeds is None or (isinstance(image_embeds, str) and image_embeds in ("prior", "text")):

@@ -18,6 +18,7 @@ from . import stages as S
 from .errors import InputError
 from .images import check_image, composite, keep_mask, resize_keep, to_tensor
 from .latents import LatentMixin
+from .result import check_output_type
 from .settings import resolve_settings
 
 
@@ -45,10 +46,12 @@ class EditingMixin(LatentMixin):
 
     @torch.no_grad()
     def edit(self, image, mask, prompt: str, n: int = 1, size: int = 64, seed: int | None = None, settings=None,
-             callback=None, progress: bool = False, sample_seeds=None):
+             callback=None, progress: bool = False,
+             sample_seeds=None, output_type: str = "pil"):
         """Repaint the fully transparent pixels of ``mask`` (or of ``image`` when mask is None) to match
         ``prompt``. Outside the hole the output equals the input resized to ``size`` (exactly: the seam
         blend lies inside the hole)."""
+        check_output_type(output_type)
         image = check_image(image)
         keep_full = keep_mask(image, mask)
         prompt = self._check_prompts(prompt)[0]
@@ -68,16 +71,18 @@ class EditingMixin(LatentMixin):
         how = "inpainting decoder" if self.stages["decoder"].model.inpaint else "repaint"
         recs = [self._record("edit", seed, i, s, size, st, prompt=prompt, method=how,
                              hole_fraction=float(1 - keep.mean())) for i, s in enumerate(seeds)]
-        return self._finish(torch.cat(outs), recs, bars)
+        return self._finish(torch.cat(outs), recs, bars, output_type)
 
     @torch.no_grad()
     def outpaint(self, image, prompt: str, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
                  canvas: int | None = None, tile: int | None = None, overlap: float = 0.25, n: int = 1,
-                 seed: int | None = None, settings=None, callback=None, progress: bool = False):
+                 seed: int | None = None, settings=None, callback=None, progress: bool = False,
+                 output_type: str = "pil"):
         """Extend the canvas by ``left/right/top/bottom`` pixels (or centre the image on a ``canvas``-sided
         square) and fill the new area with overlapping ``tile``-sided edits (default: the image's shorter
         side, at least 64). The original pixels are kept exactly; transparent pixels of the image are
         filled too. Returns n canvases of (W + left + right) × (H + top + bottom)."""
+        check_output_type(output_type)
         image = check_image(image, square=False)
         prompt, n = self._check_prompts(prompt)[0], self._check_n(n)
         st = resolve_settings(settings, self.settings)
@@ -128,7 +133,7 @@ class EditingMixin(LatentMixin):
             filled_tiles += 1
         recs = [self._record("outpaint", seed, i, s, tile, st, prompt=prompt, tile=tile, overlap=overlap,
                              canvas=[W, H], tiles=filled_tiles, **margins) for i, s in enumerate(seeds)]
-        return self._finish(canvas_x, recs, bars)
+        return self._finish(canvas_x, recs, bars, output_type)
 
 
 def _starts(length: int, tile: int, overlap: float) -> list[int]:

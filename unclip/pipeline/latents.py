@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from . import stages as S
 from .errors import InputError
 from .images import check_image, to_tensor
+from .result import check_output_type
 from .settings import resolve_settings
 
 
@@ -53,8 +54,10 @@ class LatentMixin:
 
     @torch.no_grad()
     def variations(self, image, n: int = 1, size: int = 64, seed: int | None = None, eta: float = 1.0,
-                   settings=None, callback=None, progress: bool = False, sample_seeds=None):
+                   settings=None, callback=None, progress: bool = False,
+                   sample_seeds=None, output_type: str = "pil"):
         """§3.1: decode the image's (z_i, DDIM-inverted x_T) with DDIM η (> 0 varies; 0 reconstructs)."""
+        check_output_type(output_type)
         n, size = self._check_n(n), self._check_size(size)
         if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
             raise InputError("eta", f"eta={eta!r}: expected a number in [0, 1]")
@@ -67,13 +70,15 @@ class LatentMixin:
         x = self._decode_latents(z.expand(n, -1), x_t.expand(n, -1, -1, -1), seeds, size, st, float(eta),
                                  callback, bars)
         recs = [self._record("variations", seed, i, s, size, st, eta=float(eta)) for i, s in enumerate(seeds)]
-        return self._finish(x, recs, bars)
+        return self._finish(x, recs, bars, output_type)
 
     @torch.no_grad()
     def interpolate(self, image_a, image_b, steps: int = 5, size: int = 64, seed: int | None = None,
-                    noise: str = "inverted", settings=None, callback=None, progress: bool = False):
+                    noise: str = "inverted", settings=None, callback=None, progress: bool = False,
+                    output_type: str = "pil"):
         """§3.2: frames decoded from slerp(z_a, z_b, θ), θ = 0 … 1 over ``steps`` frames, with DDIM η = 0 and
         the noise either slerped between the two inverted latents ("inverted") or one seeded x_T ("fixed")."""
+        check_output_type(output_type)
         if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= 64:
             raise InputError("steps", f"steps={steps!r}: expected an int in [2, 64]")
         if noise not in ("inverted", "fixed"):
@@ -95,13 +100,15 @@ class LatentMixin:
         x = self._decode_latents(z, x_t, seeds, size, st, 0.0, callback, bars)
         recs = [self._record("interpolate", seed, i, seeds[i], size, st, theta=th, noise=noise)
                 for i, th in enumerate(thetas)]
-        return self._finish(x, recs, bars)
+        return self._finish(x, recs, bars, output_type)
 
     @torch.no_grad()
     def text_diff(self, image, caption: str, new_caption: str, thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-                  size: int = 64, seed: int | None = None, settings=None, callback=None, progress: bool = False):
+                  size: int = 64, seed: int | None = None, settings=None, callback=None, progress: bool = False,
+                  output_type: str = "pil"):
         """§3.3: z_d = normalize(z_t(new) − z_t(caption)); frames from slerp(z_i, z_d, θ) with the image's
         inverted x_T fixed (DDIM η = 0)."""
+        check_output_type(output_type)
         caption, new_caption = self._check_prompts(caption, "caption")[0], self._check_prompts(new_caption, "new_caption")[0]
         thetas = [float(t) for t in thetas]
         if not thetas or not all(0.0 <= t <= 1.0 for t in thetas):
@@ -118,4 +125,4 @@ class LatentMixin:
                                  callback, bars)
         recs = [self._record("text_diff", seed, i, one[0], size, st, caption=caption, new_caption=new_caption, theta=th)
                 for i, th in enumerate(thetas)]
-        return self._finish(x, recs, bars)
+        return self._finish(x, recs, bars, output_type)

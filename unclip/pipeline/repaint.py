@@ -19,7 +19,7 @@ from unclip.diffusion import GaussianDiffusion, clip_x0, randn_like
 @torch.no_grad()
 def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor, keep: Tensor, *,
                    cond: dict | None = None, generator=None, variance: str = "small", resample: int = 4,
-                   callback: Callable[[int, int, Tensor], None] | None = None) -> Tensor:
+                   callback: Callable[[int, int, Tensor], Tensor | None] | None = None) -> Tensor:
     """x: x_T [B, C, H, W]; known: the image [B, C, H, W]; keep: [B, 1, H, W], 1 = known pixel.
     Returns x0 with the known pixels exactly equal to ``known``."""
     n = chain.num_timesteps
@@ -40,6 +40,7 @@ def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor,
             if u < resample - 1:  # jump back to step i and denoise again
                 beta = float(chain.betas[i])
                 x = math.sqrt(1 - beta) * x + math.sqrt(beta) * randn_like(x, generator)
-        if callback is not None:
-            callback(step, n, x)
+        if callback is not None:  # the latents after the step; a returned tensor replaces them
+            out = callback(step, n, x)
+            x = x if out is None else out.to(x.dtype)
     return x

@@ -22,7 +22,7 @@ from .errors import InputError
 from .repaint import sample_repaint
 from .settings import StageSettings
 
-StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, num_steps, x_t)
+StepCallback = Callable[[int, int, torch.Tensor], torch.Tensor | None]  # (step, num_steps, x after the step)
 
 
 class Autocast(nn.Module):
@@ -104,12 +104,16 @@ def image_x0_transform(known: torch.Tensor | None = None, keep: torch.Tensor | N
     return lambda x0: keep * known + (1 - keep) * clip_x0(x0)
 
 
+def _step_end(callback: StepCallback | None, chain):
+    """The samplers' ``step_end`` for a pipeline step callback: (step, number of steps, latents after it)."""
+    return None if callback is None else (lambda step, t, x: callback(step, chain.num_timesteps, x))
+
+
 def run_sampler(stage: Stage, st: StageSettings, denoiser, x_t: torch.Tensor, cond: dict, generators,
                 callback: StepCallback | None = None, x0_transform=None, eta: float | None = None) -> torch.Tensor:
     """Sample from x_T = ``x_t`` over the stage's chain respaced to ``st.steps``."""
     chain = stage.diffusion.respace(st.steps)
-    cb = None if callback is None else (lambda step, t, x, pred: callback(step, chain.num_timesteps, x))
-    kw = dict(cond=cond, generator=generators, callback=cb, x0_transform=x0_transform)
+    kw = dict(cond=cond, generator=generators, step_end=_step_end(callback, chain), x0_transform=x0_transform)
     if st.sampler == "ddpm":
         variance, gamma = _variance(stage, st)
         return sample_ddpm(denoiser, x_t, chain, variance=variance, gamma=gamma, **kw)
@@ -176,8 +180,8 @@ def invert_decoder(stage: Stage, st: StageSettings, images, image_emb, text_toke
     """DDIM-invert 64-px images [B, 3, S, S] to their x_T under the decoder (Song et al. 2021, §4.3)."""
     cond, null = decoder_cond(stage, image_emb, text_tokens, text_mask)
     chain = stage.diffusion.respace(st.steps)
-    cb = None if callback is None else (lambda step, t, x, pred: callback(step, chain.num_timesteps, x))
-    return ddim_invert(stage.denoiser(st.guidance_scale, null), images, chain, cond=cond, callback=cb)
+    return ddim_invert(stage.denoiser(st.guidance_scale, null), images, chain, cond=cond,
+                       step_end=_step_end(callback, chain))
 
 
 def run_upsampler(stage: Stage, st: StageSettings, low_res, seeds: Sequence[int], stage_index: int, *,
