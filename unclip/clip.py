@@ -222,8 +222,10 @@ class FrozenCLIP(nn.Module):
 
     def __init__(self, model: nn.Module, arch: str, model_cfg: dict[str, Any] | None = None,
                  preprocess_cfg: dict[str, Any] | None = None, *, batch_size: int = 256,
-                 autocast_dtype: torch.dtype | None = None, allow_download: bool = False):
+                 autocast_dtype: torch.dtype | None = None, allow_download: bool = False,
+                 unit_embeddings: bool = True):
         super().__init__()
+        self.unit_embeddings = unit_embeddings  # False: z_t, z_i as CLIP projects them (Karlo's models read these)
         if model_cfg is None:
             arch, model_cfg = resolve_model_config(arch)
         _check_text_tower(arch, model_cfg)
@@ -298,7 +300,7 @@ class FrozenCLIP(nn.Module):
         """Write ``directory/config.yaml`` and ``directory/model.safetensors`` (weights + statistics)."""
         config = {"format": FORMAT, "arch": self.arch, "embed_dim": self.embed_dim,
                   "token_width": self.token_width, "context_length": self.context_length,
-                  "has_stats": bool(self.has_stats), "model_cfg": self.model_cfg,
+                  "has_stats": bool(self.has_stats), "unit_embeddings": self.unit_embeddings, "model_cfg": self.model_cfg,
                   "preprocess_cfg": self.preprocess_cfg}
         return write_release(directory, config, self, {"format": FORMAT, "arch": self.arch})
 
@@ -309,7 +311,7 @@ class FrozenCLIP(nn.Module):
         cfg, _, w_path = read_release_config(directory, "saved FrozenCLIP", FORMAT)
         model = build_open_clip(cfg["arch"], cfg["model_cfg"], cfg["preprocess_cfg"])
         clip = cls(model, cfg["arch"], cfg["model_cfg"], cfg["preprocess_cfg"], batch_size=batch_size,
-                   autocast_dtype=autocast_dtype)
+                   autocast_dtype=autocast_dtype, unit_embeddings=bool(cfg.get("unit_embeddings", True)))
         _load_safetensors(clip, w_path)
         return clip.to(device)
 
@@ -366,7 +368,7 @@ class FrozenCLIP(nn.Module):
 
         Captions longer than ``context_length`` tokens are truncated by the model's tokenizer (the
         last kept position becomes EOT). Returns, float32 on the model's device:
-        ``emb`` [B, D] L2-normalised pooled embedding z_t; ``tokens`` [B, L, W] final-layer per-token
+        ``emb`` [B, D] pooled embedding z_t (L2-normalised unless ``unit_embeddings=False``); ``tokens`` [B, L, W] final-layer per-token
         features (after ln_final, before the projection); ``mask`` [B, L] bool, True for real tokens
         including SOT and EOT.
         """
@@ -393,7 +395,7 @@ class FrozenCLIP(nn.Module):
             if tokens.ndim != 3:  # e.g. CoCa applies ln_final after pooling
                 raise ValueError(f"CLIP arch {self.arch!r}: text ln_final output has shape {tuple(tokens.shape)}, "
                                  "expected per-token features [B, L, W]")
-            embs.append(F.normalize(emb.float(), dim=-1))
+            embs.append(F.normalize(emb.float(), dim=-1) if self.unit_embeddings else emb.float())
             toks.append(tokens[:, :ids.shape[1]].float())
             masks.append(ids != pad_id)
         return torch.cat(embs), torch.cat(toks), torch.cat(masks)
@@ -402,7 +404,7 @@ class FrozenCLIP(nn.Module):
     def encode_image(self, images: Sequence[Image.Image] | Image.Image | torch.Tensor,
                      value_range: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None
                      ) -> torch.Tensor:
-        """L2-normalised image embeddings z_i [B, D], float32 on the model's device.
+        """Image embeddings z_i [B, D] (L2-normalised unless ``unit_embeddings=False``), float32 on the model's device.
 
         ``images`` is a list of PIL images (the model's own eval preprocessing is applied) or a float
         tensor [B, 3, H, W] with pixel values in ``value_range`` ((0, 1) by default; the diffusion
@@ -425,7 +427,8 @@ class FrozenCLIP(nn.Module):
         out = []
         for x in chunks:
             with self._autocast():
-                out.append(F.normalize(self.model.encode_image(x.to(self.device)).float(), dim=-1))
+                z = self.model.encode_image(x.to(self.device)).float()
+                out.append(F.normalize(z, dim=-1) if self.unit_embeddings else z)
         if not out:
             return torch.empty(0, self.embed_dim, device=self.device)
         return torch.cat(out)

@@ -66,7 +66,7 @@ class ImageFilter:
         if self._emb is None:
             if self.clip is None:
                 raise RuntimeError("ImageFilter needs a FrozenCLIP (Moderator(..., clip=...)) to embed concepts")
-            self._emb = self.clip.encode_text([c.text for c in self.concepts])[0]
+            self._emb = torch.nn.functional.normalize(self.clip.encode_text([c.text for c in self.concepts])[0], dim=-1)
         return self._emb
 
     def scores(self, image_emb: torch.Tensor) -> torch.Tensor:

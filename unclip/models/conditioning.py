@@ -86,3 +86,53 @@ class EmbeddingNormalizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def empty_caption(clip) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A FrozenCLIP's encoding of "": token features [L, W], mask [L], z_t [D] (for ``EmptyCaption.set``)."""
+    emb, tokens, mask = clip.encode_text([""])
+    return tokens[0], mask[0], emb[0]
+
+
+class EmptyCaption(nn.Module):
+    """The CLIP encoding of the empty caption "" as a classifier-free-guidance null (Karlo's choice, where
+    the unconditional branch is the model run on ""): its token features [L, W], padding mask [L] and
+    text embedding z_t [D] are buffers, saved with the weights; ``set`` fills them from a CLIP's output."""
+
+    def __init__(self, context_length: int, token_width: int, embed_dim: int):
+        super().__init__()
+        self.register_buffer("tokens", torch.zeros(context_length, token_width))
+        self.register_buffer("mask", torch.zeros(context_length, dtype=torch.bool))
+        self.register_buffer("emb", torch.zeros(embed_dim))
+
+    def set(self, tokens: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor) -> None:
+        """tokens [L', W], mask [L'] (True = real token; L' <= L, the rest padding), emb [D]."""
+        length = tokens.shape[0]
+        if tokens.shape[1:] != self.tokens.shape[1:] or mask.shape != (length,) or emb.shape != self.emb.shape \
+                or length > self.tokens.shape[0] or not bool(mask.any()):
+            raise ValueError(f"EmptyCaption.set: expected tokens [<={self.tokens.shape[0]}, {self.tokens.shape[1]}], "
+                             f"mask [L] with a real token, emb [{self.emb.shape[0]}]; got {tuple(tokens.shape)}, "
+                             f"{tuple(mask.shape)}, {tuple(emb.shape)}")
+        self.tokens.zero_()
+        self.mask.zero_()
+        self.tokens[:length] = tokens.to(self.tokens)
+        self.mask[:length] = mask.bool()
+        self.emb.copy_(emb.to(self.emb))
+
+    def replace(self, b: int, drop: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
+                emb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The inputs with dropped rows (``drop`` [B]) — or all rows when ``tokens`` is None — replaced by ""."""
+        if not bool(self.mask.any()):
+            raise ValueError("EmptyCaption: the empty caption's encoding was never set (null_caption.set(...) with "
+                             "the CLIP's encoding of \"\", as the Karlo converter does)")
+        if tokens is None:
+            if mask is not None or emb is not None:
+                raise ValueError("text_mask / text_emb given without text_tokens")
+            return (self.tokens.expand(b, -1, -1), self.mask.expand(b, -1), self.emb.expand(b, -1))
+        length = tokens.shape[1]
+        if mask is None:
+            mask = torch.ones(b, length, dtype=torch.bool, device=tokens.device)
+        if emb is None:  # a model that does not read z_t
+            emb = self.emb.expand(b, -1)
+        return (replace_where(drop, tokens, self.tokens[:length]), replace_where(drop, mask.bool(), self.mask[:length]),
+                replace_where(drop, emb, self.emb))

@@ -37,12 +37,14 @@ class PriorPreset(ClipDims):
     dropout: float = 0.0
     embed_scale: float = 17.2  # §2.2: z_i × 17.2 for ViT-H/14
     p_drop_text: float = 0.1  # CFG: text (tokens + z_t) dropped 10% (§2.2); read by the training loop
+    text_null: str = "learned"  # CFG null: "learned" values, or "empty_caption" (CLIP's encoding of ""; Karlo)
     use_checkpoint: bool = False
 
     def build(self) -> DiffusionPrior:
         return DiffusionPrior(self.clip_embed_dim, self.clip_token_width, self.clip_context_length, self.width,
                               self.layers, self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
-                              embed_scale=self.embed_scale, use_checkpoint=self.use_checkpoint)
+                              embed_scale=self.embed_scale, text_null=self.text_null,
+                              use_checkpoint=self.use_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class DecoderPreset(ClipDims):
     use_checkpoint: bool = False
     patch_size: int = 1  # space-to-depth stem: the UNet's first level at image_size / patch_size (paper: 1)
     coord_channels: bool = False  # x, y coordinate input channels (CoordConv; paper: none)
+    # Karlo's text path (unclip/convert/karlo.py): no LayerNorm on the CLIP features and no learned positions,
+    # z_t (not the encoder's last token) into the time embedding, "" as the caption's null
+    text_input_norm: bool = True
+    text_positions: bool = True
+    text_time: str = "pooled"  # or "clip_embedding"
+    text_null: str = "learned"  # or "empty_caption"
 
     def build(self) -> Decoder:
         clip = self.text_source == "clip"
@@ -81,7 +89,8 @@ class DecoderPreset(ClipDims):
             clip_token_width=self.clip_token_width if clip else None, num_clip_tokens=self.num_clip_tokens,
             learned_sigma=self.learned_sigma, inpaint=self.inpaint, dropout=self.dropout,
             norm_groups=self.norm_groups, resblock_updown=self.resblock_updown, use_checkpoint=self.use_checkpoint,
-            patch_size=self.patch_size, coord_channels=self.coord_channels,
+            patch_size=self.patch_size, coord_channels=self.coord_channels, text_input_norm=self.text_input_norm,
+            text_positions=self.text_positions, text_time=self.text_time, text_null=self.text_null,
         )
 
 
@@ -100,13 +109,16 @@ class UpsamplerPreset:
     norm_groups: int = 32
     resblock_updown: bool = True
     use_checkpoint: bool = False
+    resize_mode: str = "bilinear"  # how the low-res image is resized up (Karlo: "bicubic_antialias")
+    last_step_unet: bool = False  # Karlo's second network for the final step
 
     def build(self) -> Upsampler:
         return Upsampler(
             model_channels=self.model_channels, channel_mult=self.channel_mult, num_res_blocks=self.num_res_blocks,
             image_size=self.image_size, low_res_size=self.low_res_size, learned_sigma=self.learned_sigma,
             noise_cond=self.noise_cond, dropout=self.dropout, norm_groups=self.norm_groups,
-            resblock_updown=self.resblock_updown, use_checkpoint=self.use_checkpoint,
+            resblock_updown=self.resblock_updown, use_checkpoint=self.use_checkpoint, resize_mode=self.resize_mode,
+            last_step_unet=self.last_step_unet,
         )
 
 

@@ -6,7 +6,8 @@ z_t, the diffusion timestep, the noised z_i, and a learned query whose output is
 prediction (the prior is trained to predict the unnoised z_i with an MSE loss: wrap it in
 ``Denoiser(prior, acp, mean_type="x0")``). For classifier-free guidance the text conditioning
 (tokens and z_t, and the tokens' padding pattern) is replaced by learned null values where
-``drop_text`` is True (10% in training); the noised z_i is never dropped.
+``drop_text`` is True (10% in training), or with ``text_null="empty_caption"`` by the CLIP encoding of ""
+(Karlo's unconditional branch); the noised z_i is never dropped.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance, estimate_analytic_gamma
 from unclip.nn import TimestepEmbedding, Transformer
 
-from .conditioning import EmbeddingNormalizer, check_drop, replace_where
+from .conditioning import EmbeddingNormalizer, EmptyCaption, check_drop, replace_where
 from .sampling import run_sampler
 
 EXTRA_TOKENS = 4  # z_t, timestep, noised z_i, query
@@ -36,8 +37,11 @@ class DiffusionPrior(nn.Module):
 
     def __init__(self, embed_dim: int, token_width: int, context_length: int, width: int, layers: int,
                  num_heads: int, *, mlp_ratio: int = 4, dropout: float = 0.0, embed_scale: float = 17.2,
-                 use_checkpoint: bool = False):
+                 text_null: str = "learned", use_checkpoint: bool = False):
         super().__init__()
+        if text_null not in ("learned", "empty_caption"):
+            raise ValueError(f"DiffusionPrior: text_null={text_null!r}, expected 'learned' or 'empty_caption'")
+        self.text_null = text_null
         self.embed_dim, self.token_width, self.context_length = embed_dim, token_width, context_length
         self.width = width
         self.text_proj = nn.Linear(token_width, width)
@@ -45,8 +49,11 @@ class DiffusionPrior(nn.Module):
         self.time_embed = TimestepEmbedding(width, width)
         self.x_proj = nn.Linear(embed_dim, width)
         self.query = nn.Parameter(torch.randn(width) * 0.02)
-        self.null_text_tokens = nn.Parameter(torch.randn(context_length, width) * 0.02)  # learned CFG nulls
-        self.null_text_emb = nn.Parameter(torch.randn(width) * 0.02)
+        if text_null == "learned":  # learned CFG nulls
+            self.null_text_tokens = nn.Parameter(torch.randn(context_length, width) * 0.02)
+            self.null_text_emb = nn.Parameter(torch.randn(width) * 0.02)
+        else:  # the CLIP encoding of "" (Karlo)
+            self.null_caption = EmptyCaption(context_length, token_width, embed_dim)
         self.pos_emb = nn.Parameter(torch.randn(context_length + EXTRA_TOKENS, width) * 0.01)
         self.transformer = Transformer(width, layers, num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
                                        causal=True, use_checkpoint=use_checkpoint)
@@ -63,10 +70,14 @@ class DiffusionPrior(nn.Module):
             text_mask = torch.ones(b, length, dtype=torch.bool, device=x_t.device)  # [B, L]
         elif text_mask.shape != (b, length):
             raise ValueError(f"DiffusionPrior: text_mask must be [B={b}, L={length}], got {tuple(text_mask.shape)}")
-        tokens = self.text_proj(text_tokens)  # [B, L, width]
-        tokens = replace_where(drop, tokens, self.null_text_tokens[:length])  # [B, L, width]
-        mask = replace_where(drop, text_mask.bool(), text_mask.new_ones(length, dtype=torch.bool))  # [B, L]
-        zt = replace_where(drop, self.text_emb_proj(text_emb), self.null_text_emb)  # [B, width]
+        if self.text_null == "empty_caption":
+            text_tokens, mask, text_emb = self.null_caption.replace(b, drop, text_tokens, text_mask, text_emb)
+            tokens, zt = self.text_proj(text_tokens), self.text_emb_proj(text_emb)  # [B, L, width], [B, width]
+        else:
+            tokens = self.text_proj(text_tokens)  # [B, L, width]
+            tokens = replace_where(drop, tokens, self.null_text_tokens[:length])  # [B, L, width]
+            mask = replace_where(drop, text_mask.bool(), text_mask.new_ones(length, dtype=torch.bool))  # [B, L]
+            zt = replace_where(drop, self.text_emb_proj(text_emb), self.null_text_emb)  # [B, width]
         extra = torch.stack([
             zt,  # [B, width]
             self.time_embed(t).to(zt.dtype),  # [B, width]

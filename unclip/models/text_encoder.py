@@ -5,7 +5,9 @@ Two sources behind one module, a config switch:
   * ``"clip"`` (cheaper): frozen CLIP per-token features [B, L, W_clip], projected to ``width``
     and optionally refined by ``layers`` Transformer blocks (0 = projection only).
 Outputs the token sequence [B, L, width] (attention context) and the feature at the last real
-token [B, width] (GLIDE adds it, projected, to the timestep embedding).
+token [B, width] (GLIDE adds it, projected, to the timestep embedding). ``input_norm=False`` and
+``positions=False`` drop the LayerNorm on the CLIP features and the learned positions: with
+``layers=0`` the module is then Karlo's text projection (Linear → LayerNorm, unclip/convert/karlo.py).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, source: TextSource | str, width: int, layers: int, num_heads: int, context_length: int, *,
                  vocab_size: int = CLIP_VOCAB_SIZE, clip_token_width: int | None = None,
-                 use_checkpoint: bool = False):
+                 input_norm: bool = True, positions: bool = True, use_checkpoint: bool = False):
         super().__init__()
         if source not in TEXT_SOURCES:
             raise ValueError(f"TextEncoder: source={source!r}, expected one of {TEXT_SOURCES}")
@@ -54,8 +56,9 @@ class TextEncoder(nn.Module):
             # at t=500 1.7x with std 0.02, 5.1x with std 1.
             nn.init.normal_(self.embed.weight, std=1.0)
         else:
-            self.embed = nn.Sequential(nn.LayerNorm(clip_token_width), nn.Linear(clip_token_width, width))
-        self.pos_emb = nn.Parameter(torch.randn(context_length, width) * 0.01)
+            norm = nn.LayerNorm(clip_token_width) if input_norm else nn.Identity()
+            self.embed = nn.Sequential(norm, nn.Linear(clip_token_width, width))
+        self.pos_emb = nn.Parameter(torch.randn(context_length, width) * 0.01) if positions else None
         self.transformer = Transformer(width, layers, num_heads, use_checkpoint=use_checkpoint) if layers else None
         self.ln_final = nn.LayerNorm(width) if not layers else nn.Identity()  # Transformer has its own
 
@@ -68,7 +71,9 @@ class TextEncoder(nn.Module):
         elif mask.shape != (b, length):
             raise ValueError(f"TextEncoder: text_mask must be [B={b}, L={length}], got {tuple(mask.shape)}")
         mask = mask.bool()
-        h = self.embed(text) + self.pos_emb[:length]  # [B, L, width]
+        h = self.embed(text)  # [B, L, width]
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[:length]  # [B, L, width]
         h = self.transformer(h, mask) if self.transformer is not None else self.ln_final(h)  # [B, L, width]
         pooled = h[torch.arange(b, device=h.device), last_true_index(mask)]  # [B, width]
         return h, pooled, mask

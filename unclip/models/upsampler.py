@@ -6,10 +6,12 @@ channels (``LowResConditioning``, one small module rather than a parallel UNet s
 noise-level conditioning (cascaded-diffusion "conditioning augmentation", Ho et al. 2022): the caller
 noises the low-res image with q_sample at level s and passes s as ``low_res_t``; its embedding is
 added to the timestep embedding. Trained on crops a quarter of the target size and sampled at full
-size (the net is fully convolutional) with DDIM: 27 steps for sr256, 15 for sr1024.
+size (the net is fully convolutional) with DDIM: 27 steps for sr256, 15 for sr1024. ``last_step_unet``
+adds Karlo's second network, used for the final step (t = 0) only (unclip/convert/karlo.py).
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -24,11 +26,27 @@ from .sampling import run_sampler
 IMAGE_CHANNELS = 3
 
 
+RESIZE_MODES = ("nearest", "bilinear", "bicubic", "bicubic_antialias")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``F.interpolate`` by name; "bicubic_antialias" is torch's antialiased bicubic (Keys a = −0.5, as PIL;
+    plain "bicubic" uses a = −0.75), which Karlo's super-resolution was trained with."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r}: expected one of {RESIZE_MODES}")
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    aa = mode == "bicubic_antialias"
+    return F.interpolate(x, size=size, mode="bicubic" if aa else mode, align_corners=False, antialias=aa)
+
+
 class LowResConditioning(nn.Module):
     """Resize the low-res image to x_t's size and concatenate; optionally embed its noise level."""
 
     def __init__(self, emb_dim: int, noise_cond: bool = False, mode: str = "bilinear"):
         super().__init__()
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"Upsampler: resize_mode={mode!r}, expected one of {RESIZE_MODES}")
         self.mode = mode
         self.noise_embed = TimestepEmbedding(emb_dim // 4, emb_dim) if noise_cond else None
 
@@ -37,8 +55,7 @@ class LowResConditioning(nn.Module):
         b, _, h, w = x_t.shape
         if low_res.ndim != 4 or low_res.shape[:2] != (b, IMAGE_CHANNELS):
             raise ValueError(f"Upsampler: low_res must be [B={b}, 3, h, w], got {tuple(low_res.shape)}")
-        up = F.interpolate(low_res.to(x_t.dtype), size=(h, w), mode=self.mode,
-                           align_corners=False if self.mode in ("bilinear", "bicubic") else None)  # [B, 3, H, W]
+        up = resize(low_res.to(x_t.dtype), (h, w), self.mode)  # [B, 3, H, W]
         x = torch.cat([x_t, up], dim=1)  # [B, 6, H, W]
         if self.noise_embed is None:
             if low_res_t is not None:
@@ -56,7 +73,7 @@ class Upsampler(nn.Module):
     def __init__(self, *, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
                  image_size: int, low_res_size: int, learned_sigma: bool = False, noise_cond: bool = False,
                  resize_mode: str = "bilinear", dropout: float = 0.0, norm_groups: int = 32,
-                 resblock_updown: bool = True, use_checkpoint: bool = False):
+                 resblock_updown: bool = True, use_checkpoint: bool = False, last_step_unet: bool = False):
         super().__init__()
         if image_size % low_res_size:
             raise ValueError(f"Upsampler: image_size={image_size} is not a multiple of low_res_size={low_res_size}")
@@ -65,13 +82,23 @@ class Upsampler(nn.Module):
         self.unet = UNet(2 * IMAGE_CHANNELS, IMAGE_CHANNELS * (2 if learned_sigma else 1), model_channels,
                          channel_mult, num_res_blocks, attention=False, dropout=dropout, norm_groups=norm_groups,
                          resblock_updown=resblock_updown, use_checkpoint=use_checkpoint)
+        # Karlo's split: a second network of the same shape for the final step (t = 0) only
+        self.unet_last = copy.deepcopy(self.unet) if last_step_unet else None
         self.low_res = LowResConditioning(self.unet.emb_dim, noise_cond, resize_mode)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor,
                 low_res_t: torch.Tensor | None = None) -> torch.Tensor:
         """x_t [B, 3, H, W], t [B], low_res [B, 3, H/scale, W/scale] (any size is resized), low_res_t [B]."""
         x, emb_cond = self.low_res(x_t, low_res, low_res_t)  # [B, 6, H, W], [B, emb] or None
-        return self.unet(x, t, emb_cond)  # [B, 3 or 6, H, W]
+        if self.unet_last is None:
+            return self.unet(x, t, emb_cond)  # [B, 3 or 6, H, W]
+        last = t == 0  # [B]
+        if bool(last.all()):
+            return self.unet_last(x, t, emb_cond)
+        out = self.unet(x, t, emb_cond)  # [B, 3 or 6, H, W]
+        if bool(last.any()):
+            out = torch.where(last[:, None, None, None], self.unet_last(x, t, emb_cond), out)
+        return out
 
 
 def random_aligned_crop(high: torch.Tensor, low: torch.Tensor, crop_size: int,

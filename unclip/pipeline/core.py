@@ -245,7 +245,8 @@ class UnCLIPPipeline(EditingMixin):
                 z_i = image_embeds[lo:lo + st.batch_size].to(self.device, torch.float32)
             x_t = None if latents is None else latents[lo:lo + st.batch_size].to(self.device, torch.float32)
             x = S.run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
-                              x_t=x_t, callback=self._stage_cb("decoder", callback, bars.get("decoder")))
+                              x_t=x_t, callback=self._stage_cb("decoder", callback, bars.get("decoder")),
+                              text_emb=text["text_emb"])
             outs.append(self._upsample(x, size, cs, st, callback, bars))
         records = [self._record("generate", seed, i, s, size, st, prompt=p, image_embeds=source)
                    for i, (p, s) in enumerate(zip(flat, seeds))]

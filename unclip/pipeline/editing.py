@@ -32,7 +32,7 @@ class EditingMixin(LatentMixin):
         known_d = known if known.shape[-1] == d else F.interpolate(known, size=d, mode="area")
         x = S.run_decoder(dec, st.decoder, z_i, text["dec_tokens"], text["dec_mask"], seeds, known=known_d,
                           keep=resize_keep(keep, d), repaint_resample=st.repaint_resample,
-                          callback=self._stage_cb("decoder", callback, bars.get("decoder")))
+                          callback=self._stage_cb("decoder", callback, bars.get("decoder")), text_emb=text["text_emb"])
         x = self._upsample(x, size, seeds, st, callback, bars, known=known, keep=keep)
         return composite(x, known, keep, st.seam_feather)
 

@@ -139,14 +139,17 @@ def run_prior(stage: Stage, st: StageSettings, text_emb, text_tokens, text_mask,
     return z[torch.arange(b, device=dev), best]
 
 
-def decoder_cond(stage: Stage, image_emb, text_tokens=None, text_mask=None, known=None, keep=None):
-    """(cond, null) of the decoder: guidance drops z_i and the caption together (§2.1)."""
+def decoder_cond(stage: Stage, image_emb, text_tokens=None, text_mask=None, known=None, keep=None, text_emb=None):
+    """(cond, null) of the decoder: guidance drops z_i and the caption together (§2.1). ``text_emb`` (z_t)
+    goes in only for a decoder that reads it (``text_time="clip_embedding"``)."""
     dev, b = image_emb.device, image_emb.shape[0]
     cond = {"image_emb": image_emb, "drop_image": torch.zeros(b, dtype=torch.bool, device=dev)}
     if text_tokens is not None:
         cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())
         if text_mask is not None:
             cond["text_mask"] = text_mask
+        if getattr(stage.model, "text_time", "pooled") == "clip_embedding":
+            cond["text_emb"] = text_emb
     if stage.model.inpaint:
         if known is None:  # generation with an inpainting decoder: nothing is known
             known = torch.zeros(b, 3, stage.model.image_size, stage.model.image_size, device=dev)
@@ -158,12 +161,12 @@ def decoder_cond(stage: Stage, image_emb, text_tokens=None, text_mask=None, know
 
 def run_decoder(stage: Stage, st: StageSettings, image_emb, text_tokens, text_mask, seeds: Sequence[int], *,
                 x_t: torch.Tensor | None = None, eta: float | None = None, known=None, keep=None,
-                repaint_resample: int = 1, callback: StepCallback | None = None) -> torch.Tensor:
+                repaint_resample: int = 1, callback: StepCallback | None = None, text_emb=None) -> torch.Tensor:
     """64-px images [B, 3, S, S] in [−1, 1]. ``x_t``: start noise (else drawn from the seeds). With
     ``known``/``keep`` (1 = known pixel): the inpainting decoder's channels plus pred_x0 write-back,
     or RePaint (Lugmayr et al. 2022) for a decoder without inpainting channels."""
     dev, size = image_emb.device, stage.model.image_size
-    cond, null = decoder_cond(stage, image_emb, text_tokens, text_mask, known, keep)
+    cond, null = decoder_cond(stage, image_emb, text_tokens, text_mask, known, keep, text_emb)
     den = stage.denoiser(st.guidance_scale, null)
     gens = stage_generators(seeds, 1, dev)
     if x_t is None:

@@ -12,6 +12,7 @@ from unclip.data import shapes as S
 from unclip.data.wds import resolve_shards, shard_pipeline
 from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
 from unclip.pipeline.images import to_pil
+from unclip.models.conditioning import empty_caption
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
 
 from .base import Evaluation, StageParts
@@ -30,14 +31,18 @@ def build(cfg, env) -> StageParts:
     objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
     size, ids = f["image_size"], f["text_source"] == "ids"
 
+    reads_zt = f.get("text_time") == "clip_embedding"
+    if f.get("text_null") == "empty_caption" and not bool(model.null_caption.mask.any()):
+        model.null_caption.set(*empty_caption(clip))  # a fresh Karlo-style decoder: "" is its caption null
+
     @torch.no_grad()
     def condition(images, captions):
         z = clip.encode_image(images.to(dev), value_range=(-1.0, 1.0))  # [B, D]
         if ids:
             tokens = clip.tokenize(captions).to(dev)  # [B, L] ids; 0 pads
-            return z, tokens, tokens != 0
-        _, tokens, mask = clip.encode_text(captions)  # [B, L, W], [B, L]
-        return z, tokens, mask
+            return z, tokens, tokens != 0, None
+        zt, tokens, mask = clip.encode_text(captions)  # [B, D], [B, L, W], [B, L]
+        return z, tokens, mask, (zt if reads_zt else None)
 
     def loss(net, batch, g):
         images, captions = batch
@@ -45,11 +50,13 @@ def build(cfg, env) -> StageParts:
         if x0.shape[-1] != size:
             raise ValueError(f"decoder: shards hold {x0.shape[-1]}-px images, the {cfg.model.preset} decoder "
                              f"expects {size}")
-        z, tokens, mask = condition(images, captions)
+        z, tokens, mask, zt = condition(images, captions)
         b = x0.shape[0]
         cond = {"image_emb": z, "text_tokens": tokens, "text_mask": mask,
                 "drop_image": sample_drop_mask(b, f["p_drop_image"], g).to(dev),
                 "drop_text": sample_drop_mask(b, f["p_drop_text"], g).to(dev)}
+        if zt is not None:
+            cond["text_emb"] = zt
         if f["inpaint"]:
             m = random_inpaint_mask(b, size, generator=g, device=dev)
             cond.update(masked_image=x0 * m, mask=m)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from unclip.clip import FrozenCLIP
+from unclip.models.conditioning import empty_caption
 from unclip.data.clip_retrieval import (ClipRetrievalData, ClipRetrievalPipeline, first_rows, image_emb_stats,
                                         is_clip_retrieval_root, open_clip_retrieval)
 from unclip.data.embedding_reader import collate_embeddings, embedding_pipeline
@@ -158,6 +159,8 @@ def build(cfg, env) -> StageParts:
         raise ValueError(f"stage.mean_type={spec.mean_type!r}: the prior predicts x0 (Ramesh et al. 2022, §2.2); "
                          "set stage.mean_type=x0 or leave it unset")
     model = spec.build_model().to(dev)
+    if spec.fields["text_null"] == "empty_caption" and not bool(model.null_caption.mask.any()):
+        model.null_caption.set(*empty_caption(clip()))  # a fresh Karlo-style prior: "" is its caption null
     info = {"dims": {k: v for k, v in spec.fields.items() if k.startswith("clip_")}, "data_format": fmt}
     if fmt == "clip_retrieval":
         info["clip"] = clip().arch
