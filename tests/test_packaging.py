@@ -63,13 +63,13 @@ def test_the_package_comes_from_the_wheel_not_the_checkout(installed):
 
 HELP_WORDS = {"unclip-train": "stage=decoder", "unclip-sample": "generate", "unclip-eval": "caption-match",
               "unclip-serve": "--queue-size", "unclip-study": "create", "unclip-precompute": "--shards",
-              "unclip-calibrate-moderation": "--reference"}
+              "unclip-calibrate-moderation": "--reference", "unclip-convert": "karlo"}
 
 
 def test_every_command_has_a_useful_help(installed):
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(4) as pool:  # seven interpreter start-ups, two at a time per core
+    with ThreadPoolExecutor(4) as pool:  # eight interpreter start-ups, two at a time per core
         outs = dict(zip(HELP_WORDS, pool.map(lambda c: _run(installed, c, "--help").stdout, HELP_WORDS)))
     for cmd, words in HELP_WORDS.items():
         assert words in outs[cmd] and len(outs[cmd].splitlines()) >= 4, (cmd, outs[cmd])

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -289,6 +290,8 @@ class FrozenCLIP(nn.Module):
             log.warning("FrozenCLIP %s has random weights (no weights file given)", name)
         elif _is_frozenclip_safetensors(path):
             _load_safetensors(clip, path)
+        elif _is_torchscript(path):  # OpenAI's original checkpoints (ViT-L-14.pt, ...)
+            _load_torchscript(clip, path, name, model_cfg)
         else:
             try:
                 open_clip.load_checkpoint(clip.model, str(path), strict=True, weights_only=True)
@@ -510,6 +513,42 @@ def _center_crop_or_pad(x: torch.Tensor, th: int, tw: int, fill: float) -> torch
         h, w = x.shape[-2:]
     top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
     return x[..., top:top + th, left:left + tw]
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (a zip holding ``*/constants.pkl``), as OpenAI released CLIP."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") for n in z.namelist())
+
+
+def _quickgelu_name(arch: str, quick: bool) -> str:
+    """The open_clip arch with the other activation, when open_clip has it (``X`` <-> ``X-quickgelu``)."""
+    other = f"{arch}-quickgelu" if quick else arch.removesuffix("-quickgelu")
+    return other if other != arch and open_clip.get_model_config(other) is not None else ""
+
+
+def _load_torchscript(clip: FrozenCLIP, path: Path, arch: str, model_cfg: dict[str, Any]) -> None:
+    """Load an OpenAI TorchScript checkpoint into ``clip.model`` (open_clip's own loader does the same for its
+    'openai' tag). Its modules keep their class names, so a QuickGELU / GELU mismatch with ``arch`` (same
+    weights, wrong outputs) is caught here and named."""
+    script = torch.jit.load(str(path), map_location="cpu")
+    quick = any(getattr(m, "original_name", "") == "QuickGELU" for m in script.modules())
+    if quick != bool(model_cfg.get("quick_gelu", False)):
+        other = _quickgelu_name(arch, quick)
+        use = f"use arch {other!r}" if other else f"set quick_gelu: {str(quick).lower()} in its model config"
+        raise ValueError(f"CLIP weights {path} were trained with {'QuickGELU' if quick else 'GELU'} but arch "
+                         f"{arch!r} uses {'GELU' if quick else 'QuickGELU'}: {use} (the weights would load and "
+                         "give wrong embeddings)")
+    buffers = {name for name, _ in clip.model.named_buffers()}  # e.g. attn_mask, rebuilt by the model itself
+    own = clip.model.state_dict()
+    state = {k: v for k, v in script.state_dict().items()
+             if k not in ("input_resolution", "context_length", "vocab_size") and (k in own or k not in buffers)}
+    try:
+        clip.model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"CLIP weights {path} do not match arch {arch!r}: {e}") from e
 
 
 def _load_safetensors(clip: FrozenCLIP, path: Path) -> None:

@@ -54,6 +54,9 @@ class StageConfig:
 class ModelConfig:
     preset: str = "tiny"  # tiny | base | paper (clip: tiny -> unclip-tiny, base -> unclip-small)
     overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change
+    # fine-tuning: a stage release (<pipeline>/<stage>, e.g. one converted from Karlo) whose network, diffusion
+    # settings and weights the run starts from; `preset` is then unused and `overrides` apply on top
+    init_from: Optional[str] = None
 
 
 @dataclass

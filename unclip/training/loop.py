@@ -233,6 +233,8 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     parts: StageParts = build_stage(cfg, env)
+    if cfg.model.get("init_from"):
+        _init_from_release(parts.model, cfg.model.init_from)
     strategy = dist.resolve_strategy(cfg.trainer.strategy, env)
     model = dist.wrap_model(parts.model, strategy, env, find_unused_parameters=cfg.trainer.find_unused_parameters)
     o = cfg.stage.optim
@@ -246,6 +248,19 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
     return _Run(cfg=cfg, env=env, run_dir=run_dir, resolved=resolved, micro=micro, accum=accum,
                 total_steps=total_steps, parts=parts, strategy=strategy, model=model, raw=dist.unwrap(model),
                 opt=opt, sched=sched, ema=ema, stream=stream, autocast=autocast, precision=precision)
+
+
+def _init_from_release(model: torch.nn.Module, directory: str) -> None:
+    """Fine-tuning: start from a release's weights (every tensor, buffers included: it must fit exactly)."""
+    from unclip.models import load_stage
+
+    _, released = load_stage(directory)
+    try:
+        model.load_state_dict(released.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"model.init_from={directory}: its weights do not fit this run's network "
+                         f"(model.overrides that change shapes?): {err}") from None
+    log.info("initialised from the release %s", directory)
 
 
 def _resume(run: _Run) -> None:

@@ -17,6 +17,8 @@ def stage_spec(cfg, **dims) -> StageSpec:
     """The StageSpec of this run: preset + overrides (+ CLIP dims that differ from the preset)."""
     from unclip.models import get_preset
 
+    if cfg.model.get("init_from"):
+        return _release_spec(cfg, dims)
     overrides = dict(cfg.model.overrides)
     base = get_preset(cfg.stage.name, cfg.model.preset, **overrides)
     for k, v in dims.items():
@@ -25,6 +27,25 @@ def stage_spec(cfg, **dims) -> StageSpec:
     return StageSpec(stage=cfg.stage.name, preset=cfg.model.preset, overrides=overrides,
                      schedule=cfg.stage.schedule, num_timesteps=cfg.stage.num_timesteps,
                      mean_type=cfg.stage.get("mean_type"))
+
+
+def _release_spec(cfg, dims: dict) -> StageSpec:
+    """The spec of the release ``model.init_from`` (fine-tuning), with ``model.overrides`` on top."""
+    from unclip.io import read_release_config
+    from unclip.models.release import FORMAT
+
+    d, path, _ = read_release_config(cfg.model.init_from, "model.init_from release", FORMAT)
+    rel = StageSpec.from_dict(d, source=str(path))
+    if rel.stage != cfg.stage.name:
+        raise ValueError(f"model.init_from={cfg.model.init_from} holds a {rel.stage} release, this run trains "
+                         f"{cfg.stage.name}")
+    fields = rel.fields
+    wrong = {k: (v, fields[k]) for k, v in dims.items() if fields.get(k) != v}
+    if wrong:
+        raise ValueError(f"model.init_from={cfg.model.init_from}: the CLIP dims (data, release) differ: {wrong}; "
+                         "use the CLIP the release was made with (its pipeline's clip/)")
+    return StageSpec(stage=rel.stage, preset=rel.preset, overrides={**rel.overrides, **dict(cfg.model.overrides)},
+                     schedule=rel.schedule, num_timesteps=rel.num_timesteps, mean_type=rel.mean_type, extra=rel.extra)
 
 
 class DiffusionObjective:
