@@ -89,8 +89,12 @@ def test_one_tiny_job_from_each_command(installed):
     calibrate = ("unclip-calibrate-moderation", "--clip", "pipe/clip", "--reference", "val", "--n", "24")
     sample = ("unclip-sample", "generate", "pipeline_dir=pipe", "prompts=[a red star,a blue circle]", "n=1",
               "size=64", "out=samples", "preset=fast", "moderation=false")
-    _in_parallel(installed, [train, calibrate, sample])  # independent jobs: two interpreters per core
+    from tests.convert.karlo_tiny import TinyKarlo, build, save
+    save(build(TinyKarlo()), cwd / "karlo")  # a tiny Karlo in the diffusers layout (made by the test's venv)
+    convert = ("unclip-convert", "karlo", "karlo", "karlo_pipe")
+    _in_parallel(installed, [train, calibrate, sample, convert])  # independent jobs: two interpreters per core
     assert json.loads((cwd / "run" / "summary.json").read_text())["steps"] == 2
+    assert (cwd / "karlo_pipe" / "sr256" / "model.safetensors").is_file()
     assert len(list((cwd / "samples").glob("*.png"))) >= 2
     _in_parallel(installed, [("unclip-eval", "caption-match", "images_dir=samples", "name=t", "clip.dir=pipe/clip",
                               "out_dir=evals", "n_reference=8"),

@@ -25,7 +25,7 @@ def test_fine_tune_starts_from_the_release(tiny_data, karlo_pipe, tmp_path, stag
     release = karlo_pipe / stage
     base = overrides_for(stage, tiny_data, tmp_path / "run", f"model.init_from={release}",
                          f"clip.path={karlo_pipe / 'clip'}", "total_samples=8", "stage.ema.decay=0",
-                         "sample.every_steps=-1")
+                         "sample.every_steps=0", "sample.steps=2", "sample.n=2", "sample.gain_n=4", "sample.match_n=2")
     frozen = train(compose_cfg(base + ["stage.optim.lr=0", f"run_dir={tmp_path / 'frozen'}"]))
     _, released = load_stage(release)
     _, exported = load_stage(frozen["exports"][0])

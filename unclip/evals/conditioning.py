@@ -42,19 +42,24 @@ def _shuffle(value: Any, perm: torch.Tensor) -> Any:
 
 
 def decoder_probes(image_emb: torch.Tensor, text_tokens: torch.Tensor | None, text_mask: torch.Tensor | None,
-                   perm: torch.Tensor) -> dict[str, tuple[dict, dict]]:
+                   perm: torch.Tensor, text_emb: torch.Tensor | None = None) -> dict[str, tuple[dict, dict]]:
     """The decoder's two probes: "image" (z_i right vs shuffled, caption dropped) and "text" (caption right
-    vs shuffled, z_i dropped); "text" only when a caption is given."""
+    vs shuffled, z_i dropped); "text" only when a caption is given. ``text_emb`` (z_t, for decoders that read
+    it) is part of the caption: shuffled with it."""
     b, dev = image_emb.shape[0], image_emb.device
     yes, no = torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev)
     base = {"image_emb": image_emb}
     if text_tokens is not None:
         base.update(text_tokens=text_tokens, text_mask=text_mask)
+        if text_emb is not None:
+            base["text_emb"] = text_emb
     probes = {"image": ({**base, "drop_image": no, "drop_text": yes},
                         {**base, "image_emb": image_emb[perm.to(dev)], "drop_image": no, "drop_text": yes})}
     if text_tokens is not None:
         right = {**base, "drop_image": yes, "drop_text": no}
         wrong = {**right, "text_tokens": _shuffle(text_tokens, perm), "text_mask": _shuffle(text_mask, perm)}
+        if text_emb is not None:
+            wrong["text_emb"] = _shuffle(text_emb, perm)
         probes["text"] = (right, wrong)
     return probes
 

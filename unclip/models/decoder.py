@@ -156,7 +156,7 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
                    steps: int | str = 250, sampler: str = "ddpm", guidance_scale: float = 1.0,
                    image_size: int | None = None, masked_image: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None, generator=None, progress: bool = False,
-                   mean_type: str = "eps") -> torch.Tensor:
+                   mean_type: str = "eps", text_emb: torch.Tensor | None = None) -> torch.Tensor:
     """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1: 250 steps, learned σ with "ddpm").
     ``mean_type``: what the network predicts ("eps", "x0" or "v"; the StageSpec's).
 
@@ -169,6 +169,8 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
         cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())
         if text_mask is not None:
             cond["text_mask"] = text_mask
+        if text_emb is not None and decoder.text_time == "clip_embedding":
+            cond["text_emb"] = text_emb  # z_t, for a decoder that reads it
     x0_transform = clip_x0  # images live in [−1, 1]: clamp pred_x0 at every step (GLIDE's clip_denoised)
     if decoder.inpaint:
         cond.update(masked_image=masked_image, mask=mask)

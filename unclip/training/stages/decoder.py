@@ -78,13 +78,14 @@ def build(cfg, env) -> StageParts:
 
     def evaluate(ema, g):
         images, captions, _ = probe_batches.grid()
-        z, tokens, mask = condition(images, captions)
+        z, tokens, mask, zt = condition(images, captions)
         kw = {}
         if f["inpaint"]:  # show inpainting of a fixed mask
             m = random_inpaint_mask(len(captions), size, generator=torch.Generator().manual_seed(cfg.seed), device=dev)
             kw = {"masked_image": images.to(dev) * m, "mask": m}
         out = sample_decoder(ema, objective.diffusion, z, tokens, mask, steps=cfg.sample.steps,
-                             guidance_scale=cfg.sample.guidance_scale, generator=g, mean_type=spec.mean_type, **kw)
+                             guidance_scale=cfg.sample.guidance_scale, generator=g, mean_type=spec.mean_type,
+                             text_emb=zt, **kw)
         metrics = {} if f["inpaint"] else _learning_metrics(cfg, ema, spec, objective.diffusion, condition,
                                                             probe_batches, g)
         return Evaluation(images=torch.cat([images.cpu(), out.cpu()]), nrow=len(captions), metrics=metrics)
@@ -166,9 +167,10 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
     gain = batches.gain() if cfg.sample.gain_n > 1 else None
     if gain is not None:
         images, captions, region = gain
-        z, tokens, mask = condition(images, captions)
+        z, tokens, mask, zt = condition(images, captions)
         perm = derangement(len(captions), torch.Generator().manual_seed(cfg.seed))
-        result = conditioning_gain(spec.denoiser(ema), diffusion, images.to(dev), decoder_probes(z, tokens, mask, perm),
+        probes = decoder_probes(z, tokens, mask, perm, text_emb=zt)
+        result = conditioning_gain(spec.denoiser(ema), diffusion, images.to(dev), probes,
                                    timesteps=list(cfg.sample.gain_timesteps),
                                    region=None if region is None else region.to(dev),
                                    generator=torch.Generator().manual_seed(cfg.seed + 1))
@@ -176,8 +178,8 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
     match = batches.match() if cfg.sample.match_n > 0 else None
     if match is not None:
         images, captions, scenes = match
-        z, tokens, mask = condition(images, captions)
-        out = sample_decoder(ema, diffusion, z, tokens, mask, steps=cfg.sample.steps,
+        z, tokens, mask, zt = condition(images, captions)
+        out = sample_decoder(ema, diffusion, z, tokens, mask, steps=cfg.sample.steps, text_emb=zt,
                              guidance_scale=cfg.sample.match_guidance, mean_type=spec.mean_type,
                              generator=torch.Generator().manual_seed(cfg.seed + 2))
         metrics.update(caption_match_rates(to_pil(out), scenes, captions))
