@@ -67,3 +67,18 @@ def test_group_norm_validates_divisibility():
 def test_resblock_rejects_up_and_down():
     with pytest.raises(ValueError):
         ResBlock(8, 8, up=True, down=True, norm_groups=4)
+
+
+def test_group_norm_bf16_native_path_equals_the_float32_one():
+    """bf16 on the CPU skips the upcast copies; the kernel computes in float32, so the values are those of
+    normalising in float32 and rounding once."""
+    gn = group_norm(64, 8)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    x = (torch.randn(2, 64, 16, 16) * 3 + 1).bfloat16()
+    fast = gn(x)
+    slow = torch.nn.GroupNorm.forward(gn, x.float()).bfloat16()
+    assert fast.dtype == torch.bfloat16
+    assert (fast.float() - slow.float()).abs().max() <= 2 ** -7 * slow.float().abs().max()  # ≤ one bf16 ulp
+    assert torch.equal(gn(x.float()), torch.nn.GroupNorm.forward(gn, x.float()))  # float32 untouched

@@ -203,3 +203,14 @@ def test_unet_coordinates_span_the_input_at_any_size():
         torch.testing.assert_close(c[0, 0, 0], (torch.arange(w) + 0.5) / w * 2 - 1)  # x along a row
         torch.testing.assert_close(c[0, 1, :, 0], (torch.arange(h) + 0.5) / h * 2 - 1)  # y down a column
         assert torch.equal(c[0], c[1])
+
+
+def test_no_mask_equals_an_all_true_mask_and_outputs_are_contiguous():
+    """The decoder passes no mask when every context token is real (SDPA's faster unmasked path)."""
+    model = perturb(tiny_unet()).eval()
+    x, t, emb_cond, context, _ = inputs(32)
+    with torch.no_grad():
+        masked = model(x, t, emb_cond, context, torch.ones(2, context.shape[1], dtype=torch.bool))
+        free = model(x, t, emb_cond, context, None)
+    torch.testing.assert_close(free, masked, atol=1e-5, rtol=1e-5)
+    assert free.is_contiguous()  # activations run NHWC inside; callers get the usual layout

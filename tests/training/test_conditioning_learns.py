@@ -76,7 +76,10 @@ def test_a_decoder_whose_z_i_told_it_nothing_gains_nothing_from_it():
     gain = _train(p_drop_image=0.3, p_drop_text=0.3, scramble_image=True)
     for t in (500, 800):
         print("scrambled image", t, {k: round(v, 4) for k, v in gain["image"][t].items()})
-        assert 1 / 1.3 < gain["image"][t]["gain"] < 1.3, gain["image"][t]  # measured 0.84–1.0
+        # no gain reported for an unused input (< 1.3); below 1 the 6-sample probe says "the right z_i helps no
+        # more than a wrong one": measured 0.84–1.0, and 0.74 once the UNet ran NHWC (other float rounding, another
+        # 160-step trajectory), so the floor only catches a broken probe
+        assert 0.6 < gain["image"][t]["gain"] < 1.3, gain["image"][t]
     for t in (500, 800):  # the caption still helps, clearly more than the scrambled z_i
         print("text with scrambled z_i", t, round(gain["text"][t]["gain"], 4))
         assert gain["text"][t]["gain"] > max(1.25, gain["image"][t]["gain"] + 0.25), (t, gain["text"][t])

@@ -102,7 +102,8 @@ class Decoder(nn.Module):
         emb_cond = self.image_to_emb(z) + self.text_to_emb(pooled)  # [B, 4·model_channels]
         clip_tokens = self.image_to_tokens(z).view(b, self.num_clip_tokens, self.text_width)  # [B, 4, text_width]
         context = torch.cat([context.to(clip_tokens.dtype), clip_tokens], dim=1)  # [B, L+4, text_width]
-        context_mask = torch.cat([context_mask, context_mask.new_ones(b, self.num_clip_tokens)], dim=1)  # [B, L+4]
+        if context_mask is not None:  # None: every token is real (no mask: the faster attention path)
+            context_mask = torch.cat([context_mask, context_mask.new_ones(b, self.num_clip_tokens)], dim=1)  # [B, L+4]
         x = self._inpaint_input(x_t, masked_image, mask)  # [B, 3 (+4), H, W]
         return self.unet(x, t, emb_cond, context, context_mask)  # [B, 3 or 6, H, W]
 
@@ -120,7 +121,7 @@ class Decoder(nn.Module):
             if text_mask is not None:
                 raise ValueError("Decoder: text_mask given without text_tokens")
             null = self.null_text_tokens.expand(b, -1, -1)  # [B, L, text_width]
-            return null, torch.ones(null.shape[:2], dtype=torch.bool, device=device), self.null_text_pooled.expand(b, -1)
+            return null, None, self.null_text_pooled.expand(b, -1)  # mask None: all real
         if text_tokens.shape[0] != b:
             raise ValueError(f"Decoder: text_tokens has batch {text_tokens.shape[0]}, x_t has {b}")
         tokens, pooled, mask = self.text(text_tokens, text_mask)  # [B, L, w], [B, w], [B, L]
@@ -128,7 +129,8 @@ class Decoder(nn.Module):
             return tokens, mask, pooled
         length = tokens.shape[1]
         tokens = replace_where(drop, tokens, self.null_text_tokens[:length])  # [B, L, text_width]
-        mask = replace_where(drop, mask, mask.new_ones(length))  # [B, L]
+        if mask is not None:  # None: all real, dropped or not
+            mask = replace_where(drop, mask, mask.new_ones(length))  # [B, L]
         pooled = replace_where(drop, pooled, self.null_text_pooled)  # [B, text_width]
         return tokens, mask, pooled
 

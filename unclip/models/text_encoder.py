@@ -64,8 +64,10 @@ class TextEncoder(nn.Module):
 
     def forward(self, text: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """text [B, L] long ids or [B, L, W_clip] features; mask [B, L] bool (True = real token)."""
+        """text [B, L] long ids or [B, L, W_clip] features; mask [B, L] bool (True = real token). The returned
+        mask is None when CLIP features came without one (every token real: attention needs no mask)."""
         b, length = self._check(text)
+        all_real = mask is None and self.source is TextSource.CLIP  # features without a mask: every token real
         if mask is None:
             mask = text != PAD_ID if self.source is TextSource.IDS else text.new_ones(b, length, dtype=torch.bool)
         elif mask.shape != (b, length):
@@ -76,7 +78,7 @@ class TextEncoder(nn.Module):
             h = h + self.pos_emb[:length]  # [B, L, width]
         h = self.transformer(h, mask) if self.transformer is not None else self.ln_final(h)  # [B, L, width]
         pooled = h[torch.arange(b, device=h.device), last_true_index(mask)]  # [B, width]
-        return h, pooled, mask
+        return h, pooled, (None if all_real else mask)  # None: no attention mask needed downstream
 
     def _check(self, text: torch.Tensor) -> tuple[int, int]:
         if self.source is TextSource.IDS:

@@ -35,5 +35,8 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(t, self.freq_dim, self.max_period)  # [B, freq_dim]
+        emb = timestep_embedding(t, self.freq_dim, self.max_period)  # [B, freq_dim] float32
+        weight = self.mlp[0].weight
+        if weight.dtype == torch.float64:  # a float64 network (numerical checks) gets a float64 code
+            emb = emb.to(weight.dtype)
         return self.mlp(emb)  # [B, embed_dim]

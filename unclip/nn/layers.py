@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back (ADM: stable statistics under bf16/fp16)."""
+    """GroupNorm computed in float32 and cast back (ADM: stable statistics under bf16/fp16).
+
+    bf16 on the CPU goes to the native kernel, which already computes in float32 and rounds the output
+    once: the same values without the two full-size conversion copies (bench/decoder_speed.py: 6.5 ms
+    -> 0.6 ms on an [8, 64, 64, 64] map; tests/nn check the values agree)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)  # float64 stays
 
 
 def group_norm(channels: int, groups: int = 32) -> GroupNorm32:

@@ -211,6 +211,9 @@ class UNet(nn.Module):
         if self.coord_channels:
             x = torch.cat([x, _coordinates(x)], dim=1)  # [B, in_channels + 2, H, W]
         h, skips = (nn.functional.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x), []
+        # NHWC activations: oneDNN convolutions are faster on them (bench/decoder_speed.py, 2-core Xeon: fp32
+        # train step 1.08 -> 0.85 s, 25-step sampling 4.40 -> 3.67 s; bf16 equal or better); outputs are NCHW again
+        h = h.contiguous(memory_format=torch.channels_last)
         for block in self.input_blocks:
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds, W/ds]
             skips.append(h)
@@ -219,7 +222,8 @@ class UNet(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)  # [B, C + C_skip, H/ds, W/ds]
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds', W/ds']
         out = self.out(h)  # [B, out_channels·p², H/p, W/p]
-        return nn.functional.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # [B, out_channels, H, W]
+        out = nn.functional.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # [B, out_channels, H, W]
+        return out.contiguous()
 
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, emb_cond: torch.Tensor | None) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -30,8 +30,12 @@ class EMA:
     @torch.no_grad()
     def update(self, step: int) -> None:
         d = self.decay_at(step)
-        for k, p in self._params.items():
-            self.shadow[k].lerp_(p.detach(), 1.0 - d)
+        shadow, params = list(self.shadow.values()), [p.detach() for p in self._params.values()]
+        if all(type(t) is torch.Tensor for t in shadow):  # one fused call (FSDP2's DTensors: one by one)
+            torch._foreach_lerp_(shadow, params, 1.0 - d)
+        else:
+            for s, p in zip(shadow, params):
+                s.lerp_(p, 1.0 - d)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """EMA parameters + current buffers, full (gathered) tensors on the CPU."""
