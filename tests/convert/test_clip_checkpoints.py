@@ -64,3 +64,29 @@ def test_transformers_clip_folder_imports(tmp_path):
         assert torch.allclose(clip.model.encode_text(ids), ref_t, atol=1e-5)
         assert torch.allclose(clip.model.encode_image(pixels), ref_i, atol=1e-5)
     assert float(clip.model.logit_scale) == pytest.approx(float(hf.logit_scale))
+
+
+def test_a_whole_clip_folder_gives_only_its_vision_tower(tmp_path):
+    """`--clip CLIP_DIR` for Karlo: the image tower comes from the CLIPModel folder, the text tower stays Karlo's."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
+
+    from unclip.convert.karlo import convert_clip
+
+    text_cfg = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "projection_dim": 24}
+    torch.manual_seed(0)
+    karlo_text = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg)).eval()
+    karlo_text.save_pretrained(tmp_path / "text_encoder")
+    torch.manual_seed(1)  # other weights for the CLIPModel's own text half
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    hf = CLIPModel(CLIPConfig(text_config=text_cfg, vision_config=vision, projection_dim=24)).eval()
+    hf.save_pretrained(tmp_path / "clip")
+    clip = convert_clip(tmp_path / "text_encoder", tmp_path / "clip")
+    ids = clip.tokenize(["a red star"])
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(clip.model.encode_text(ids), karlo_text(input_ids=ids).text_embeds, atol=1e-5)
+        ref_i = hf.get_image_features(pixel_values=pixels)
+        assert torch.allclose(clip.model.encode_image(pixels), getattr(ref_i, "pooler_output", ref_i), atol=1e-5)
+    assert not clip.unit_embeddings

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from unclip.clip import FrozenCLIP, _default_preprocess_cfg, build_open_clip
+
 from .components import ConversionError, StateMap
 
 ACTIVATIONS = {"quick_gelu": True, "gelu": False}
@@ -102,3 +104,22 @@ def split_clip_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 IGNORED = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+VISION_KEYS = ("vision_model.", "visual_projection.", "logit_scale")
+
+
+def frozen_clip(text: tuple[dict, dict], vision: tuple[dict, dict], embed_dim: int, name: str, *,
+                unit_embeddings: bool = True) -> FrozenCLIP:
+    """A FrozenCLIP from transformers towers: ``text`` / ``vision`` are (config, state dict) pairs. Only the
+    vision keys of ``vision`` are read, so a whole CLIPModel's text half never replaces ``text``'s."""
+    (text_cfg, text_state), (vision_cfg, vision_state) = text, vision
+    model_cfg = open_clip_config(text_cfg, vision_cfg, embed_dim, name)
+    vision_state = {k: v for k, v in vision_state.items() if k.startswith(VISION_KEYS)}
+    m = StateMap({**text_state, **vision_state}, name)
+    map_text(m, model_cfg["text_cfg"]["layers"])
+    map_vision(m, model_cfg["vision_cfg"]["layers"])
+    preprocess = _default_preprocess_cfg(model_cfg)  # OpenAI's eval preprocessing at the tower's size
+    model = build_open_clip(name, model_cfg, preprocess)
+    # a CLIPModel has the logit scale; the text / vision "WithProjection" halves do not: keep open_clip's
+    m.out["logit_scale"] = m.take("logit_scale") if m.has("logit_scale") else model.state_dict()["logit_scale"]
+    model.load_state_dict(m.finish(model, ignore=IGNORED), strict=True)
+    return FrozenCLIP(model, name, model_cfg, preprocess, unit_embeddings=unit_embeddings)

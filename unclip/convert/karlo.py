@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from unclip.clip import FrozenCLIP, build_open_clip
+from unclip.clip import FrozenCLIP
 from unclip.models import StageSpec, save_stage
 from unclip.models.conditioning import empty_caption
 
@@ -83,33 +83,11 @@ def convert_clip(text_dir: Path, vision: str | os.PathLike) -> FrozenCLIP:
         clip.unit_embeddings = False  # Karlo's networks read z_t and z_i as CLIP projects them
         return clip
     vision_cfg, vision_state = read_component(vision)
-    if "vision_config" in vision_cfg:  # a whole CLIPModel folder: take its vision half
+    if "vision_config" in vision_cfg:  # a whole CLIPModel folder: its vision half
         vision_cfg = vision_cfg["vision_config"] | {"projection_dim": vision_cfg.get("projection_dim", 512)}
     embed_dim = hf_clip.with_defaults(text_cfg, "text")["projection_dim"]
-    model_cfg = hf_clip.open_clip_config(text_cfg, vision_cfg, embed_dim, f"{text_dir} + {vision}")
-    state = StateMap({**text_state, **vision_state}, f"{text_dir} + {vision}")
-    hf_clip.map_text(state, model_cfg["text_cfg"]["layers"])
-    hf_clip.map_vision(state, model_cfg["vision_cfg"]["layers"])
-    if state.has("logit_scale"):
-        state.out["logit_scale"] = state.take("logit_scale")
-    model = build_open_clip("karlo-clip", model_cfg, _preprocess(model_cfg))
-    if "logit_scale" not in state.out:
-        state.out["logit_scale"] = model.state_dict()["logit_scale"]
-    skip = hf_clip.IGNORED + ("text_model.", "vision_model.", "text_projection", "visual_projection", "logit_scale")
-    unused = sorted(k for k in set(state.source) - state.used if not k.startswith(hf_clip.IGNORED))
-    if unused and any(not k.startswith(skip) for k in unused):
-        raise ConversionError(f"{text_dir} + {vision}: weights not converted: {unused[:8]}")
-    model.load_state_dict(state.out, strict=True)
-    return FrozenCLIP(model, "karlo-clip", model_cfg, _preprocess(model_cfg), unit_embeddings=False)
-
-
-def _preprocess(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI CLIP's eval preprocessing (bicubic shortest-side resize, centre crop, OpenAI mean/std)."""
-    import open_clip
-    from dataclasses import asdict
-    cfg = asdict(open_clip.transform.PreprocessCfg())
-    cfg["size"] = model_cfg["vision_cfg"]["image_size"]
-    return json.loads(json.dumps(cfg))
+    return hf_clip.frozen_clip((text_cfg, text_state), (vision_cfg, vision_state), embed_dim, "karlo-clip",
+                               unit_embeddings=False)  # Karlo's networks read z_t and z_i as CLIP projects them
 
 
 # ---------------------------------------------------------------------------------------------- prior
