@@ -62,11 +62,16 @@ def test_clip_towers_match(karlo):
         close(clip.model.encode_image(pixels), modules["image_encoder"](pixel_values=pixels).image_embeds)
 
 
-def test_prior_matches(karlo):
+def _stage(karlo, name):
+    """The diffusers modules, our CLIP and converted ``name`` network, and two captions encoded by both CLIPs."""
     modules, pipe = karlo
     clip = FrozenCLIP.load(pipe / "clip")
-    _, prior = load_stage(pipe / "prior")
-    (emb, tokens, mask), (ref_emb, ref_tokens, _) = _text(modules, clip, CAPTIONS[:2])
+    _, net = load_stage(pipe / name)
+    return modules, clip, net, _text(modules, clip, CAPTIONS[:2])
+
+
+def test_prior_matches(karlo):
+    modules, clip, prior, ((emb, tokens, mask), (ref_emb, ref_tokens, _)) = _stage(karlo, "prior")
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, clip.embed_dim, generator=g)
     t = torch.tensor([999, 17])
@@ -100,10 +105,7 @@ def _decoder_ref(modules, x, t, z, zt, hid, mask, uncond=None):
 
 
 def test_decoder_matches(karlo):
-    modules, pipe = karlo
-    clip = FrozenCLIP.load(pipe / "clip")
-    _, decoder = load_stage(pipe / "decoder")
-    (emb, tokens, mask), (ref_emb, ref_tokens, _) = _text(modules, clip, CAPTIONS[:2])
+    modules, clip, decoder, ((emb, tokens, mask), (ref_emb, ref_tokens, _)) = _stage(karlo, "decoder")
     g = torch.Generator().manual_seed(2)
     s = decoder.image_size
     x = torch.randn(2, 3, s, s, generator=g)

@@ -215,3 +215,24 @@ def test_missing_pyarrow_says_what_to_install(cr_root, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     with pytest.raises(ImportError, match=r"pip install 'unclip\[data\]'"):
         open_clip_retrieval(cr_root)
+
+
+def test_training_stream_resumes_from_worker_positions(cr_root):
+    """The training loop's BatchStream over this reader: stopped anywhere, its state re-creates the rest."""
+    from unclip.training.data import BatchStream
+
+    def stream(workers):
+        pipe = ClipRetrievalPipeline(cr_root, batch_size=4, partial_batches=False, block_size=4, shuffle_buffer=8,
+                                     seed=2, rank=0, world_size=1)
+        return BatchStream(pipe, num_workers=workers)
+
+    def take(s, n):
+        return [tuple(next(s)["caption"]) for _ in range(n)]
+
+    for workers, stop in ((0, 3), (2, 5)):
+        whole = take(stream(workers), 14)  # 10 batches per epoch: into the second
+        first = stream(workers)
+        head = take(first, stop)
+        again = stream(workers)
+        again.load_state_dict(first.state_dict())
+        assert head + take(again, 14 - stop) == whole

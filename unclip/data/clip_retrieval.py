@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .position import Tagged
+from .position import Tagged, tag
 from .wds import LogAndCount, SharedEpoch, dist_info
 
 FOLDERS = {"img_emb": "img_emb_{}.npy", "text_emb": "text_emb_{}.npy", "metadata": "metadata_{}.parquet"}
@@ -370,11 +370,14 @@ class ClipRetrievalPipeline(torch.utils.data.IterableDataset):
     @staticmethod
     def _tag(batches: Iterator[dict[str, Any]], worker: int, skip: int) -> Iterator[Tagged]:
         count = 0
-        for batch in batches:
-            count += 1
-            if count > skip:
-                yield Tagged(batch, worker, [count])
-        yield Tagged(None, worker, [count])
+
+        def unsent():  # the first ``skip`` batches are computed (cheap memory-mapped rows) but not sent
+            nonlocal count
+            for batch in batches:
+                count += 1
+                if count > skip:
+                    yield batch
+        return tag(unsent(), worker, lambda: [count])
 
     def _batches(self, pieces: Iterator[tuple[int, int, int]], rng: np.random.Generator | None
                  ) -> Iterator[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """Where each reading worker is inside its epoch, so that a resumed run skips what it consumed exactly.
 
-Three stages of ``build_pipeline`` share one ``StreamPosition`` (each DataLoader worker holds its own
-copy): ``CountShards`` after the shard source counts the shard URLs this worker pulled, ``TrackSamples``
-after the tar reader (after the shuffle buffer when there is one) counts samples, and ``TagBatches``,
-appended by ``ShardPipeline.tag_positions``, wraps each batch as ``Tagged(batch, worker, position)``,
-the position after its last sample, and ends every worker's epoch with ``Tagged(None, worker, position)``.
+Three stages of ``build_pipeline`` are methods of one ``StreamPosition`` (each DataLoader worker holds its
+own copy): ``count_shards`` after the shard source counts the shard URLs this worker pulled,
+``count_samples`` after the tar reader (after the shuffle buffer when there is one) counts samples, and
+``tag_batches``, appended by ``ShardPipeline.tag_positions``, wraps each batch as ``Tagged(batch, worker,
+position)``, the position after its last sample, and ends every worker's epoch with ``Tagged(None, worker,
+position)`` (``tag``, which the clip-retrieval reader uses too).
 That position is exact because no stage between them reads ahead: batches come from ``Batched``, which
 yields a batch as soon as it is full (webdataset's ``batched`` waits for the next sample first).
 
@@ -56,42 +57,38 @@ class StreamPosition:
     def state(self) -> list[int]:
         return [self.samples] if self.buffered else [self.shards, self.in_shard]
 
-
-class CountShards:
-    """Counts shard URLs; on resume passes on none of the first k − 1 (they are never opened)."""
-
-    def __init__(self, position: StreamPosition):
-        self.position = position
-
-    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
-        p = self.position
+    def count_shards(self, src: Iterable[dict]) -> Iterator[dict]:
+        """Stage: count shard URLs; on resume pass on none of the first k − 1 (they are never opened)."""
         for url in src:
-            p.shards += 1
-            if p.shards < p.skip_shards:
-                continue
-            yield url
+            self.shards += 1
+            if self.shards >= self.skip_shards:
+                yield url
 
-
-class TrackSamples:
-    """Counts samples (per shard, or out of the shuffle buffer) and drops those a resumed run consumed."""
-
-    def __init__(self, position: StreamPosition):
-        self.position = position
-
-    def __call__(self, src: Iterable[dict]) -> Iterator[dict]:
-        p = self.position
+    def count_samples(self, src: Iterable[dict]) -> Iterator[dict]:
+        """Stage: count samples (per shard, or out of the shuffle buffer); drop those a resumed run consumed."""
         for sample in src:
-            if p.buffered:
-                p.samples += 1
-                if p.samples <= p.skip_samples:
-                    continue
+            if self.buffered:
+                self.samples += 1
+                consumed = self.samples <= self.skip_samples
             else:
-                if p.shards != p._shard:
-                    p._shard, p.in_shard = p.shards, 0
-                p.in_shard += 1
-                if p.shards == p.skip_shards and p.in_shard <= p.skip_in_shard:
-                    continue
-            yield sample
+                if self.shards != self._shard:
+                    self._shard, self.in_shard = self.shards, 0
+                self.in_shard += 1
+                consumed = self.shards == self.skip_shards and self.in_shard <= self.skip_in_shard
+            if not consumed:
+                yield sample
+
+    def tag_batches(self, src: Iterable[Any]) -> Iterator[Tagged]:
+        """The last stage: every batch with this worker and the position after it, then the end marker."""
+        self.begin()
+        yield from tag(src, self.worker, self.state)
+
+
+def tag(batches: Iterable[Any], worker: int, position: Callable[[], list[int]]) -> Iterator[Tagged]:
+    """``Tagged(batch, worker, position())`` for every batch, then ``Tagged(None, worker, position())``."""
+    for batch in batches:
+        yield Tagged(batch, worker, position())
+    yield Tagged(None, worker, position())
 
 
 class Batched:
@@ -111,17 +108,3 @@ class Batched:
                 batch = []
         if batch and self.partial:
             yield self.collate(batch)
-
-
-class TagBatches:
-    """The last stage: every batch with its worker and the position after it, then an end marker."""
-
-    def __init__(self, position: StreamPosition):
-        self.position = position
-
-    def __call__(self, src: Iterable[Any]) -> Iterator[Tagged]:
-        p = self.position
-        p.begin()
-        for batch in src:
-            yield Tagged(batch, p.worker, p.state())
-        yield Tagged(None, p.worker, p.state())

@@ -58,7 +58,7 @@ import webdataset as wds
 from PIL import Image
 
 from .images import ImageTooSmall, MissingImage, crop_offset, fit_square, image_member, open_rgb
-from .position import Batched, CountShards, StreamPosition, TagBatches, TrackSamples
+from .position import Batched, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ class ShardPipeline(wds.DataPipeline):
     def tag_positions(self) -> None:
         """From now on yield ``Tagged(batch, worker, position)`` and an end marker per worker (position.py)."""
         if not self.tagged:
-            self.pipeline.append(TagBatches(self.position))
+            self.pipeline.append(self.position.tag_batches)
             self.tagged = True
 
     def resume_positions(self, positions: dict[int, list[int]]) -> None:
@@ -457,10 +457,10 @@ def build_pipeline(
         ]
     stages = [
         *source,
-        CountShards(position),
+        position.count_shards,
         wds.tarfile_to_samples(handler=handler),
         EpochSampleShuffle(shuffle_buffer, seed, shared_epoch, rank) if shuffle_buffer > 1 else None,
-        TrackSamples(position),
+        position.count_samples,
         wds.map(decode, handler=handler),
         *tail,
     ]
