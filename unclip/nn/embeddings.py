@@ -36,7 +36,5 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         emb = timestep_embedding(t, self.freq_dim, self.max_period)  # [B, freq_dim] float32
-        weight = self.mlp[0].weight
-        if weight.dtype == torch.float64:  # a float64 network (numerical checks) gets a float64 code
-            emb = emb.to(weight.dtype)
+        emb = emb.to(torch.promote_types(emb.dtype, self.mlp[0].weight.dtype))  # float64 nets get float64
         return self.mlp(emb)  # [B, embed_dim]

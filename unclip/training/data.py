@@ -59,24 +59,21 @@ class BatchStream:
         """The next batch in round-robin order over the workers still reading, or None at the epoch's end."""
         while self._active:
             w = self._turn
-            if w in self._active and self._pending[w]:
-                tagged = self._pending[w].popleft()
-                if tagged.batch is None:  # this worker's epoch is over: the turn passes on
-                    self._active.discard(w)
-                    self._turn = self._next_turn(w)
-                    continue
-                self._positions[w] = tagged.position
-                self._turn = self._next_turn(w)
-                return tagged.batch
-            if w not in self._active:
-                self._turn = self._next_turn(w)
+            if not self._pending[w]:  # read on until this worker's next batch (or end marker) arrives
+                try:
+                    tagged: Tagged = next(self._it)
+                except StopIteration:  # every worker has sent its end marker
+                    break
+                self._pending[tagged.worker].append(tagged)
                 continue
-            try:
-                tagged: Tagged = next(self._it)
-            except StopIteration:  # every worker has sent its end marker
-                self._active.clear()
-                break
-            self._pending[tagged.worker].append(tagged)
+            tagged = self._pending[w].popleft()
+            if tagged.batch is None:  # this worker's epoch is over: the turn passes on
+                self._active.discard(w)
+            else:
+                self._positions[w] = tagged.position
+            self._turn = self._next_turn(w)
+            if tagged.batch is not None:
+                return tagged.batch
         return None
 
     def _next_turn(self, w: int) -> int:
