@@ -102,7 +102,7 @@ def resolve_model_config(arch: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     return name, cfg
 
 
-def _default_preprocess_cfg(model_cfg: dict[str, Any]) -> dict[str, Any]:
+def default_preprocess_cfg(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """open_clip's default eval preprocessing (OpenAI mean/std, bicubic, shortest-side resize)."""
     cfg = asdict(open_clip.transform.PreprocessCfg())
     cfg["size"] = model_cfg["vision_cfg"].get("image_size", cfg["size"])
@@ -233,7 +233,7 @@ class FrozenCLIP(nn.Module):
         self.arch = arch
         self.model_cfg = _plain(copy.deepcopy(model_cfg))
         if preprocess_cfg is None:
-            preprocess_cfg = open_clip.model.get_model_preprocess_cfg(model) or _default_preprocess_cfg(model_cfg)
+            preprocess_cfg = open_clip.model.get_model_preprocess_cfg(model) or default_preprocess_cfg(model_cfg)
         self.preprocess_cfg = _plain(copy.deepcopy(dict(preprocess_cfg)))
         self.model = model
         self.tokenizer = _make_tokenizer(arch, self.model_cfg, allow_download)
@@ -268,7 +268,7 @@ class FrozenCLIP(nn.Module):
         ``preprocess_cfg`` overrides open_clip's eval preprocessing (e.g. SigLIP's mean/std 0.5)."""
         name, model_cfg = resolve_model_config(arch)
         _check_text_tower(name, model_cfg)
-        pp = _default_preprocess_cfg(model_cfg)
+        pp = default_preprocess_cfg(model_cfg)
         pp.update(_plain(preprocess_cfg or {}))
         path = None
         if weights is not None:

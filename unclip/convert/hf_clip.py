@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from unclip.clip import FrozenCLIP, _default_preprocess_cfg, build_open_clip
+from unclip.clip import FrozenCLIP, build_open_clip, default_preprocess_cfg
 
 from .components import ConversionError, StateMap
 
@@ -117,7 +117,7 @@ def frozen_clip(text: tuple[dict, dict], vision: tuple[dict, dict], embed_dim: i
     m = StateMap({**text_state, **vision_state}, name)
     map_text(m, model_cfg["text_cfg"]["layers"])
     map_vision(m, model_cfg["vision_cfg"]["layers"])
-    preprocess = _default_preprocess_cfg(model_cfg)  # OpenAI's eval preprocessing at the tower's size
+    preprocess = default_preprocess_cfg(model_cfg)  # OpenAI's eval preprocessing at the tower's size
     model = build_open_clip(name, model_cfg, preprocess)
     # a CLIPModel has the logit scale; the text / vision "WithProjection" halves do not: keep open_clip's
     m.out["logit_scale"] = m.take("logit_scale") if m.has("logit_scale") else model.state_dict()["logit_scale"]
