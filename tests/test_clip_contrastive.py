@@ -5,7 +5,11 @@ from unclip.clip import FrozenCLIP
 from unclip.data.write_shards import write_shards
 from unclip.metrics import retrieval_top1
 from unclip.training.clip_contrastive import (
-    ClipTrainConfig, cosine_lr, evaluate_retrieval, train_clip_contrastive, train_frozen_clip_on_shards,
+    ClipTrainConfig,
+    cosine_lr,
+    evaluate_retrieval,
+    train_clip_contrastive,
+    train_frozen_clip_on_shards,
 )
 
 

@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--minutes", "0.1", "--set", "decoder_samples=64", "--set", "prior_samples=256", "--set", "grid_1024=0",
         "--set", "grid_256=2", "--set", "eval_one=4", "--set", "eval_two=2", "--set", "gain_n=8", "--set", "match_n=4",

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/demo_*.py help
 sys.path.insert(0, str(REPO))
 
 import demo_report  # noqa: E402
+
 from unclip.clip import FrozenCLIP  # noqa: E402
 from unclip.data.embeddings import image_embedding_stats, precompute_embeddings, validate_embedding_shards  # noqa: E402
 from unclip.data.write_shards import write_shards  # noqa: E402

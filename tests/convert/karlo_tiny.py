@@ -44,8 +44,12 @@ def build(cfg: TinyKarlo, seed: int = 0) -> dict:
     that a wrong mapping cannot hide behind zeros and ones)."""
     from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     torch.manual_seed(seed)
     d = cfg.clip_dim
@@ -75,7 +79,7 @@ def build(cfg: TinyKarlo, seed: int = 0) -> dict:
                "decoder": decoder, "super_res_first": sr[0], "super_res_last": sr[1]}
     with torch.no_grad():
         for module in modules.values():
-            for name, p in module.named_parameters():
+            for _name, p in module.named_parameters():
                 p.add_(torch.randn_like(p) * (0.05 if p.ndim > 1 else 0.2))  # zero-init outputs, norms, biases
         prior.clip_std.copy_(torch.rand_like(prior.clip_std) + 0.5)
         prior.clip_mean.copy_(torch.randn_like(prior.clip_mean) * 0.1)

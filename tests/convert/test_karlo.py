@@ -2,7 +2,6 @@
 several widths / depths / heads, and one sampling run through the whole cascade gives the same images."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

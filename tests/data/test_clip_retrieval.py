@@ -15,8 +15,15 @@ from torch.utils.data import DataLoader
 
 from unclip.clip import FrozenCLIP
 from unclip.data import shapes as S
-from unclip.data.clip_retrieval import (ClipRetrievalError, ClipRetrievalPipeline, first_rows, image_emb_stats,
-                                        is_clip_retrieval_root, open_clip_retrieval, slice_pieces)
+from unclip.data.clip_retrieval import (
+    ClipRetrievalError,
+    ClipRetrievalPipeline,
+    first_rows,
+    image_emb_stats,
+    is_clip_retrieval_root,
+    open_clip_retrieval,
+    slice_pieces,
+)
 
 SIZES = (23, 17)  # two parts of unequal sizes
 

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.diffusion import (GaussianDiffusion, Prediction, classifier_free_guidance, clip_x0, dynamic_threshold,
-                              make_betas, make_generators, randn, sample_ddim)
+from unclip.diffusion import (
+    GaussianDiffusion,
+    Prediction,
+    classifier_free_guidance,
+    clip_x0,
+    dynamic_threshold,
+    make_betas,
+    make_generators,
+    randn,
+    sample_ddim,
+)
 
 from .analytic import AnalyticDenoiser, GaussianData
 

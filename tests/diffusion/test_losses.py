@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.diffusion import (GaussianDiffusion, HybridLoss, MeanType, MSELoss, Prediction, VarType, VLBLoss,
-                              discretized_gaussian_log_likelihood, make_betas)
+from unclip.diffusion import (
+    GaussianDiffusion,
+    HybridLoss,
+    MeanType,
+    MSELoss,
+    Prediction,
+    VarType,
+    VLBLoss,
+    discretized_gaussian_log_likelihood,
+    make_betas,
+)
 
 DIFF = GaussianDiffusion(make_betas("cosine"))
 

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.diffusion import (GaussianDiffusion, analytic_variance, ddim_invert, estimate_analytic_gamma,
-                              make_betas, make_generators, sample_ddim, sample_ddpm, sample_dpmpp_2m)
+from unclip.diffusion import (
+    GaussianDiffusion,
+    analytic_variance,
+    ddim_invert,
+    estimate_analytic_gamma,
+    make_betas,
+    make_generators,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+)
 
 from .analytic import AnalyticDenoiser, GaussianData, MixtureData, gaussian_sampler_moments
 

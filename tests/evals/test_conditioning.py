@@ -4,8 +4,7 @@ import torch
 
 from unclip.data import shapes as S
 from unclip.diffusion import GaussianDiffusion, Prediction, make_betas
-from unclip.evals.conditioning import (caption_match_rates, conditioning_gain, decoder_probes, derangement,
-                                       flatten_gain)
+from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
 
 
 def _diffusion():

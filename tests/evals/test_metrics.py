@@ -15,8 +15,8 @@ from unclip.metrics import (
     realism_score,
     retrieval_top1,
     trace_sqrt_product,
-    win_rate,
     wilson_interval,
+    win_rate,
 )
 
 

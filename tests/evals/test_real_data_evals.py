@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from ..photos import PHOTOS, photo_samples, write_photo_folder, write_photo_shards
 from unclip.data import shapes as S
 from unclip.evals.fid import WEIGHTS_NAME, InceptionFID, check_fid_weights
 from unclip.evals.jobs import caption_match_job, compare_job, evaluate_run
 from unclip.evals.reference import IMAGE_EXTS, fit_image, load_reference
+
+from ..photos import PHOTOS, photo_samples, write_photo_folder, write_photo_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64

@@ -55,6 +55,7 @@ def test_moderation_hits_name_the_category(pipe):
 
 def test_moderation_switch_off(pipeline_dir):
     from unclip.pipeline import UnCLIPPipeline
+
     from .conftest import FAST
     p = UnCLIPPipeline.load(pipeline_dir, settings={"preset": "fast", **FAST}, moderation=False)
     assert p.moderator is None and len(p.generate("a nude figure", seed=0)) == 1

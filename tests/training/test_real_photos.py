@@ -57,8 +57,8 @@ def test_random_crops_are_reproducible_and_move_with_the_epoch(photos):
 
 
 def test_an_unknown_member_layout_fails_naming_the_shard_and_members(tmp_path):
-    import tarfile
     import io
+    import tarfile
 
     bad = tmp_path / "gif" / "00000.tar"
     bad.parent.mkdir()

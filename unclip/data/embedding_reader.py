@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from .embeddings import ARRAY_FIELDS
 from .position import Batched
 from .wds import BadSample, LogAndCount, ShardPipeline, build_pipeline, resolve_shards

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
 from unclip.io import atomic_path, atomic_write_json
 
 from .images import IMAGE_EXTS, image_member, open_rgb

@@ -21,8 +21,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .embeddings import (MANIFEST, check_output_folder, check_manifest_clip, clip_info, manifest_entries,
-                         encode_shards, validate_embedding_shards, write_manifest)
+from .embeddings import (
+    MANIFEST,
+    check_manifest_clip,
+    check_output_folder,
+    clip_info,
+    encode_shards,
+    manifest_entries,
+    validate_embedding_shards,
+    write_manifest,
+)
 from .wds import resolve_shards
 
 log = logging.getLogger("unclip.precompute")

@@ -132,7 +132,7 @@ def _num(v: Any) -> Any:
 def _grid(names: Sequence[str], results: Sequence[Mapping[str, Any]], max_prompts: int) -> dict[str, Any]:
     by_prompt: dict[str, list[list]] = {}
     for j, res in enumerate(results):
-        for g, im, r in zip(res["items"], res["images"], res["records"]):
+        for g, im, _r in zip(res["items"], res["images"], res["records"]):
             cells = by_prompt.setdefault(g.prompt, [[] for _ in names])
             cells[j].append(im)
     rows = [(p, cells) for p, cells in itertools.islice(by_prompt.items(), max_prompts)]

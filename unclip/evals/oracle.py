@@ -25,7 +25,7 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,7 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return out, len(roots)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape_geometry(shape: str) -> tuple[float, tuple[float, float]]:
     """(k, centroid) of the shape at nominal radius 1: area = k r², area centroid in local coords."""
     verts = S.shape_outline(shape, 1.0)

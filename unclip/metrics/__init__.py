@@ -13,8 +13,8 @@ from unclip.metrics.manifold import knn_radii, precision_recall, realism_score
 from unclip.metrics.preference import (
     bradley_terry,
     bradley_terry_bootstrap,
-    win_rate,
     wilson_interval,
+    win_rate,
 )
 from unclip.metrics.retrieval import retrieval_top1
 

@@ -2,9 +2,9 @@
 from .conditioning import EmbeddingNormalizer, sample_drop_mask
 from .decoder import Decoder, sample_decoder
 from .masks import MASK_KINDS, random_inpaint_mask
-from .release import PAPER_DIFFUSION, StageSpec, load_stage, save_stage
 from .presets import PRESETS, REGISTRY, STAGES, DecoderPreset, PriorPreset, UpsamplerPreset, build, get_preset
 from .prior import DiffusionPrior, prior_analytic_gamma, sample_prior
+from .release import PAPER_DIFFUSION, StageSpec, load_stage, save_stage
 from .text_encoder import TextEncoder, TextSource
 from .upsampler import LowResConditioning, Upsampler, random_aligned_crop, sample_upsampler
 

@@ -21,7 +21,6 @@ from unclip.nn import Transformer
 from .conditioning import last_true_index
 
 
-
 class TextSource(str, enum.Enum):
     """Where the decoder's caption tokens come from (string-valued so configs can name them)."""
 

@@ -12,8 +12,9 @@ DDIM 15. ``fast`` is chosen by measurement (docs/sampling.md, ``sample/measure_s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InputError
 

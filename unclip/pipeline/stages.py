@@ -14,8 +14,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.diffusion import (Denoiser, GaussianDiffusion, classifier_free_guidance, clip_x0, ddim_invert,
-                              make_generators, randn, sample_ddim, sample_ddpm, sample_dpmpp_2m)
+from unclip.diffusion import (
+    Denoiser,
+    GaussianDiffusion,
+    classifier_free_guidance,
+    clip_x0,
+    ddim_invert,
+    make_generators,
+    randn,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+)
 from unclip.models import StageSpec
 
 from .errors import InputError

@@ -9,7 +9,7 @@ Paper hyperparameters are the ``stage`` group's defaults (Ramesh et al. 2022, Ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -111,7 +111,7 @@ class SampleConfig:
     guidance_scale: float = 1.0
     # decoder: the learning instrument (unclip.evals.conditioning) at every evaluation
     gain_n: int = 64  # val samples for the conditioning gain (0: off)
-    gain_timesteps: List[int] = field(default_factory=lambda: [200, 500, 800, 950])
+    gain_timesteps: list[int] = field(default_factory=lambda: [200, 500, 800, 950])
     match_n: int = 32  # one-object val prompts sampled (true z_i + caption) and read by the oracle (0: off)
     match_guidance: float = 3.0  # decoder guidance for those samples
 

@@ -96,8 +96,11 @@ def _optim_state(model, opt, strategy: str) -> dict[str, Any]:
 
 def _load_model_optim(model, opt, state: dict[str, Any], strategy: str) -> None:
     if strategy == "fsdp":
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, state["model"], options=options)

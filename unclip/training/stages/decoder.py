@@ -11,9 +11,9 @@ import torch
 from unclip.data import shapes as S
 from unclip.data.wds import resolve_shards, shard_pipeline
 from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
-from unclip.pipeline.images import to_pil
-from unclip.models.conditioning import empty_caption
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
+from unclip.models.conditioning import empty_caption
+from unclip.pipeline.images import to_pil
 
 from .base import Evaluation, StageParts
 from .common import DiffusionObjective, load_clip, stage_spec

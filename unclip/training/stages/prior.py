@@ -22,13 +22,19 @@ import numpy as np
 import torch
 
 from unclip.clip import FrozenCLIP
-from unclip.models.conditioning import empty_caption
-from unclip.data.clip_retrieval import (ClipRetrievalData, ClipRetrievalPipeline, first_rows, image_emb_stats,
-                                        is_clip_retrieval_root, open_clip_retrieval)
+from unclip.data.clip_retrieval import (
+    ClipRetrievalData,
+    ClipRetrievalPipeline,
+    first_rows,
+    image_emb_stats,
+    is_clip_retrieval_root,
+    open_clip_retrieval,
+)
 from unclip.data.embedding_reader import collate_embeddings, embedding_pipeline
 from unclip.data.embeddings import image_embedding_stats
 from unclip.data.wds import resolve_shards
 from unclip.models import prior_analytic_gamma, sample_drop_mask, sample_prior, save_stage
+from unclip.models.conditioning import empty_caption
 
 from .base import Evaluation, StageParts
 from .common import DiffusionObjective, load_clip, stage_spec

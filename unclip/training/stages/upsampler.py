@@ -13,7 +13,7 @@ from unclip.data.wds import resolve_shards, shard_pipeline
 from unclip.models import random_aligned_crop, sample_upsampler, save_stage
 
 from .base import Evaluation, StageParts
-from .common import cycle_first, DiffusionObjective, stage_spec
+from .common import DiffusionObjective, cycle_first, stage_spec
 
 
 def corrupt(low: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
