@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from unclip.data import shapes as S
+from unclip.diffusion import derive_seed
 from unclip.evals import jobs
 from unclip.evals.report import Report, image_grid_block, lines_block, loss_curves_blocks, table_block, text_block
 from unclip.io import atomic_write_json
 from unclip.metrics import wilson_interval
 from unclip.pipeline import UnCLIPPipeline
-from unclip.pipeline.stages import derive_seed
 
 SYSTEMS = {
     "a_cascade": "(a) cascade: prior → decoder",

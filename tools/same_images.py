@@ -31,8 +31,16 @@ def _img(seed: int, size: int = 64) -> Image.Image:
 
 
 def _kw(fn, **kw):
-    """Only the keywords ``fn`` takes (the helpers' signatures may differ before and after a refactor)."""
+    """Only the keywords ``fn`` takes (the helpers' signatures may differ before and after a refactor):
+    loose sampler keywords become one ``settings`` where ``fn`` takes that, and editing inputs are named
+    ``known``/``keep`` or ``masked_image``/``mask``."""
     params = inspect.signature(fn).parameters
+    if "settings" in params:
+        from unclip.models.sampling import StageSettings
+        loose = {k: kw.pop(k) for k in ("steps", "sampler", "variance", "guidance_scale", "n_candidates") if k in kw}
+        kw["settings"] = StageSettings(**loose)
+    if "known" in params and "masked_image" in kw:
+        kw["known"], kw["keep"] = kw.pop("masked_image"), kw.pop("mask")
     return {k: v for k, v in kw.items() if k in params}
 
 

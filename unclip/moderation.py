@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from unclip.pipeline.errors import InputError
+from unclip.errors import InputError
 from unclip.prompt_filter import PromptFilter
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "moderation" / "default.yaml"  # package data

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unclip.diffusion import randn
+from unclip.models import sample_upsampler
 from unclip.pipeline import UnCLIPPipeline
-from unclip.pipeline import stages as S
+from unclip.pipeline.stages import run_decoder, run_upsampler, stage_generators
 
 from .karlo_tiny import TinyKarlo, build, save
 
@@ -128,7 +130,7 @@ def test_cascade_samples_match_the_diffusers_modules(source, tmp_path):
     z_i = ours.stages["prior"].model.normalizer.denormalize(mine["prior"])  # one candidate: the prior's z_i
     low = mine["decoder"].clamp(-1, 1)
     with torch.no_grad():
-        assert torch.equal(S.run_upsampler(ours.stages["sr256"], st.sr256, low, seeds, 2), mine["sr256"])
+        assert torch.equal(run_upsampler(ours.stages["sr256"], st.sr256, low, seeds, 2), mine["sr256"])
         for name in ("text_proj", "decoder", "super_res_first", "super_res_last"):  # the reference's (a plain dict)
             modules[name].double()
         ref.stages["decoder"].model.empty = tuple(e.double() if e.is_floating_point() else e for e in empty)
@@ -137,13 +139,13 @@ def test_cascade_samples_match_the_diffusers_modules(source, tmp_path):
             dec, sr = pipe.stages["decoder"], pipe.stages["sr256"]
             dec.model.double()
             sr.model.double()
-            x_t = S.randn((2, 3, 64, 64), S.stage_generators(seeds, 1, None), None, torch.float32).double()
-            decoded.append(S.run_decoder(dec, st.decoder, z_i.double(), text["dec_tokens"].double(), text["dec_mask"],
-                                         seeds, x_t=x_t, text_emb=text["text_emb"].double()))
-            gens = S.stage_generators(seeds, 2, None)
-            x_t = S.randn((len(seeds), 3, 256, 256), gens, None, torch.float32).double()
-            upsampled.append(S.run_sampler(sr, st.sr256, sr.denoiser(), x_t, {"low_res": low.double()}, gens, None,
-                                           S.image_x0_transform()))
+            x_t = randn((2, 3, 64, 64), stage_generators(seeds, 1), None, torch.float32).double()
+            decoded.append(run_decoder(dec, st.decoder, z_i.double(), text["dec_tokens"].double(), text["dec_mask"],
+                                       seeds, x_t=x_t, text_emb=text["text_emb"].double()))
+            gens = stage_generators(seeds, 2)
+            x_t = randn((len(seeds), 3, 256, 256), gens, None, torch.float32).double()
+            upsampled.append(sample_upsampler(sr.model, sr.diffusion, low.double(), settings=st.sr256,
+                                              mean_type=sr.spec.mean_type, generator=gens, x_T=x_t))
     assert float((decoded[0] - decoded[1]).abs().max()) < 1e-5  # the "" encodings come from two float32 CLIPs
     assert float(decoded[0].std()) > 0.1  # a real sample, not a constant
     assert float((upsampled[0] - upsampled[1]).abs().max()) < 1e-6

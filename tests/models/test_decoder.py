@@ -4,6 +4,7 @@ import torch
 
 from unclip.diffusion import GaussianDiffusion, make_betas
 from unclip.models import MASK_KINDS, get_preset, random_inpaint_mask, sample_decoder
+from unclip.models.sampling import StageSettings
 
 from .helpers import decoder_inputs, perturb
 
@@ -88,9 +89,9 @@ def test_sample_decoder_guided_and_inpainting_keeps_known_pixels():
     pr, model = tiny(inpaint=True)
     inp = decoder_inputs(pr)
     diffusion = GaussianDiffusion(make_betas("cosine", 100))
-    out = sample_decoder(model, diffusion, inp["image_emb"], inp["text_tokens"], inp["text_mask"], steps=3,
-                         guidance_scale=3.0, image_size=16, masked_image=inp["masked_image"], mask=inp["mask"],
-                         generator=torch.Generator().manual_seed(0))
+    out = sample_decoder(model, diffusion, inp["image_emb"], inp["text_tokens"], inp["text_mask"],
+                         settings=StageSettings("ddpm", 3, guidance_scale=3.0), mean_type="eps",
+                         known=inp["masked_image"], keep=inp["mask"], generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3, 16, 16)
     known = inp["mask"].expand_as(out).bool()
     assert torch.allclose(out[known], inp["masked_image"][known], atol=1e-5)
@@ -103,7 +104,7 @@ def test_unknown_text_source_is_named():
 
 class _ExactV(torch.nn.Module):
     """The optimal v-predictor for a single target image: v = √ᾱ·ε − √(1−ᾱ)·x* with ε read off x_t.
-    One DDIM step from t = 99 (ᾱ ≈ 0) returns its pred_x0, which is x* only when v is read as v."""
+    One DDIM step at ᾱ ≈ 0 returns its pred_x0, which is x* only when v is read as v."""
     learned_sigma, inpaint, image_size = False, False, 8
 
     def __init__(self, target: torch.Tensor, alphas_cumprod):
@@ -117,14 +118,15 @@ class _ExactV(torch.nn.Module):
 
 
 def test_sample_decoder_reads_the_prediction_as_its_mean_type():
-    diffusion = GaussianDiffusion(make_betas("cosine", 100))
+    diffusion = GaussianDiffusion(make_betas("cosine", 1))  # one step, ᾱ ≈ 0.001
     target = torch.rand(1, 3, 8, 8) * 1.6 - 0.8
     net = _ExactV(target, diffusion.alphas_cumprod)
-    out = sample_decoder(net, diffusion, torch.zeros(2, 4), steps=[99], sampler="ddim", mean_type="v",
+    one_step = StageSettings("ddim", 1)
+    out = sample_decoder(net, diffusion, torch.zeros(2, 4), settings=one_step, mean_type="v",
                          generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, target.expand(2, -1, -1, -1), atol=1e-4, rtol=0)
-    wrong = sample_decoder(net, diffusion, torch.zeros(2, 4), steps=[99], sampler="ddim",  # read as ε
-                           generator=torch.Generator().manual_seed(0))
+    wrong = sample_decoder(net, diffusion, torch.zeros(2, 4), settings=one_step,  # read as ε
+                           mean_type="eps", generator=torch.Generator().manual_seed(0))
     assert (wrong - target).abs().mean() > 0.1
 
 

@@ -5,6 +5,7 @@ import torch
 
 from unclip.diffusion import GaussianDiffusion, make_betas
 from unclip.models import EmbeddingNormalizer, build, get_preset, prior_analytic_gamma, sample_drop_mask, sample_prior
+from unclip.models.sampling import StageSettings
 
 from .helpers import prior_inputs
 
@@ -74,13 +75,14 @@ def test_sample_prior_keeps_best_candidate_and_is_batch_invariant(prior):
     diffusion = GaussianDiffusion(make_betas("cosine"))
     cond = (inp["text_emb"], inp["text_tokens"], inp["text_mask"])
     picked = []
-    kw = dict(steps=4, sampler="ddim", n_candidates=3, guidance_scale=3.0)
+    kw = dict(settings=StageSettings("ddim", 4, guidance_scale=3.0, n_candidates=3), mean_type="x0")
     for seeds in ([0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         picked.append(sample_prior(prior, diffusion, *cond, generator=gens, **kw))
     # all candidates of caption 0, one at a time: the pick must be the argmax of z·z_t
     gens = [torch.Generator().manual_seed(s) for s in [0, 1, 2]]
-    one = [sample_prior(prior, diffusion, *(c[:1] for c in cond), generator=[g], **{**kw, "n_candidates": 1})
+    one = [sample_prior(prior, diffusion, *(c[:1] for c in cond), generator=[g],
+                       **{**kw, "settings": StageSettings("ddim", 4, guidance_scale=3.0)})
            for g in gens]
     scores = torch.stack([(z[0] * inp["text_emb"][0]).sum() for z in one])
     assert torch.allclose(picked[0][0], one[int(scores.argmax())][0], atol=1e-5)
@@ -91,10 +93,12 @@ def test_sample_prior_analytic_variance_needs_gamma(prior):
     inp = prior_inputs(get_preset("prior", "tiny"), b=2)
     diffusion = GaussianDiffusion(make_betas("cosine"))
     cond = (inp["text_emb"], inp["text_tokens"], inp["text_mask"])
+    analytic = StageSettings("ddpm", 4, variance="analytic", n_candidates=2)
     with pytest.raises(ValueError, match="gamma"):
-        sample_prior(prior, diffusion, *cond, steps=4)
+        sample_prior(prior, diffusion, *cond, settings=analytic, mean_type="x0")
     gamma = prior_analytic_gamma(prior, diffusion, torch.nn.functional.normalize(torch.randn(2, 128), dim=-1),
-                                 *cond, steps=4, generator=torch.Generator().manual_seed(0))
+                                 *cond, steps=4, mean_type="x0", generator=torch.Generator().manual_seed(0))
     assert gamma.shape == (4,) and np.all(gamma > 0)
-    z = sample_prior(prior, diffusion, *cond, steps=4, gamma=gamma, generator=torch.Generator().manual_seed(0))
+    z = sample_prior(prior, diffusion, *cond, settings=analytic, mean_type="x0", gamma=gamma,
+                     generator=torch.Generator().manual_seed(0))
     assert z.shape == (2, 128) and torch.isfinite(z).all()

@@ -5,6 +5,7 @@ import torch
 from unclip.data.corruptions import BSRConfig, bsr_degradation, gaussian_blur, gaussian_kernel
 from unclip.diffusion import GaussianDiffusion, make_betas
 from unclip.models import build, random_aligned_crop, sample_upsampler
+from unclip.models.sampling import StageSettings
 from unclip.nn import ImageAttentionBlock
 
 from .helpers import perturb
@@ -25,18 +26,6 @@ def test_upsampler_is_conv_only_and_uses_low_res(stage):
         assert model(torch.randn(1, 3, 64, 64), t[:1], torch.randn(1, 3, 16, 16)).shape == (1, 3, 64, 64)
 
 
-def test_noise_level_conditioning():
-    torch.manual_seed(0)
-    model = perturb(build("sr256", "tiny", noise_cond=True, learned_sigma=True)).eval()
-    x, t, low = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), torch.randn(2, 3, 4, 4)
-    with torch.no_grad():
-        a = model(x, t, low, low_res_t=torch.tensor([0, 0]))
-        assert a.shape == (2, 6, 16, 16)
-        assert not torch.allclose(a, model(x, t, low, low_res_t=torch.tensor([300, 300])))
-    with pytest.raises(ValueError, match="low_res_t"):
-        model(x, t, low)
-
-
 def test_random_aligned_crop_pairs_the_same_pixels():
     high = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
     low = high[:, :, ::4, ::4]  # pixel (i, j) of low is pixel (4i, 4j) of high
@@ -51,8 +40,8 @@ def test_sample_upsampler_full_size_ddim():
     torch.manual_seed(0)
     model = perturb(build("sr256", "tiny"), std=0.01).eval()
     diffusion = GaussianDiffusion(make_betas("cosine"))
-    out = sample_upsampler(model, diffusion, torch.rand(1, 3, 8, 8) * 2 - 1, steps=3,
-                           generator=torch.Generator().manual_seed(0))
+    out = sample_upsampler(model, diffusion, torch.rand(1, 3, 8, 8) * 2 - 1, settings=StageSettings("ddim", 3),
+                           mean_type="eps", generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
 

@@ -106,7 +106,7 @@ def test_image_embeds_replace_the_prior(pipe):
 
 def test_image_stages_clamp_pred_x0_and_keep_known_pixels():
     """Image stages sample with pred_x0 clamped to [−1, 1]; edits then write the known pixels back."""
-    from unclip.pipeline.stages import image_x0_transform
+    from unclip.models.decoder import image_x0_transform
     x0 = torch.tensor([[[[-3.0, 0.5], [2.0, -0.25]]]])
     assert torch.equal(image_x0_transform()(x0), torch.tensor([[[[-1.0, 0.5], [1.0, -0.25]]]]))
     known, keep = torch.full_like(x0, 0.75), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
@@ -141,7 +141,7 @@ def test_given_latents_are_the_decoders_starting_noise(pipe):
     import numpy as np
     import torch
 
-    from unclip.pipeline.errors import InputError
+    from unclip.errors import InputError
     x_t = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     kw = dict(n=2, size=64, image_embeds="text", settings={"decoder": {"sampler": "ddim"}})  # no prior noise
     a = pipe.generate("a red star", seed=1, latents=x_t, **kw)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from unclip.training import batch_arithmetic, derive_seed, lr_factor
-from unclip.training.config import STAGE_NAMES
+from unclip.diffusion import derive_seed
+from unclip.models import PIPELINE_STAGES
+from unclip.training import batch_arithmetic, lr_factor
 
 from .conftest import REPO, compose_cfg
 
@@ -14,7 +15,7 @@ def _choices(group: str) -> list[str]:
     return sorted(p.stem for p in (REPO / "configs" / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("stage", STAGE_NAMES)
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
 def test_every_stage_composes_and_builds_its_network(stage):
     from unclip.models import StageSpec
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from unclip.cli.common import job_size, load_pipeline, rank_world, save_result
 from unclip.cli.schema import register
-from unclip.pipeline import derive_seed
+from unclip.diffusion import derive_seed
 
 register()
 

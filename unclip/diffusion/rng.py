@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (numpy SeedSequence): (call seed, image index) in the pipeline,
+    (seed, rank, step, micro step) in the training loop — the same on resume, distinct across its parts."""
+    state = np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
 
 def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -64,7 +64,7 @@ def _steps(indices: Iterable[int], progress: bool, desc: str) -> Iterable[int]:
     return tqdm(list(indices), desc=desc)
 
 
-def _end(step_end: StepEnd | None, step: int, t, x: Tensor) -> Tensor:
+def apply_step_end(step_end: StepEnd | None, step: int, t, x: Tensor) -> Tensor:
     """The latents after a step: ``step_end``'s replacement when it returns one (same shape), else ``x``."""
     if step_end is None:
         return x
@@ -155,10 +155,10 @@ def sample_ddpm(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
             callback(step, int(diffusion.timesteps[i]), x, pred)
         mean, _, _ = diffusion.q_posterior_mean_variance(pred.x0, x, i)
         if i == 0:
-            return _end(step_end, step, diffusion.timesteps[i], mean)
+            return apply_step_end(step_end, step, diffusion.timesteps[i], mean)
         lv = log_var(i, x, pred.var_frac)
         std = torch.exp(0.5 * lv) if isinstance(lv, Tensor) else math.exp(0.5 * lv)
-        x = _end(step_end, step, diffusion.timesteps[i], mean + std * rng.randn_like(x, generator))
+        x = apply_step_end(step_end, step, diffusion.timesteps[i], mean + std * rng.randn_like(x, generator))
     return x
 
 
@@ -174,13 +174,13 @@ def sample_ddim(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
         if callback is not None:
             callback(step, int(diffusion.timesteps[i]), x, pred)
         if i == 0:
-            return _end(step_end, step, diffusion.timesteps[i], pred.x0)
+            return apply_step_end(step_end, step, diffusion.timesteps[i], pred.x0)
         acp, acp_prev = float(diffusion.alphas_cumprod[i]), float(diffusion.alphas_cumprod_prev[i])
         sigma = eta * math.sqrt((1 - acp_prev) / (1 - acp) * (1 - acp / acp_prev))
         x = math.sqrt(acp_prev) * pred.x0 + math.sqrt(max(1 - acp_prev - sigma**2, 0.0)) * pred.eps
         if sigma > 0:
             x = x + sigma * rng.randn_like(x, generator)
-        x = _end(step_end, step, diffusion.timesteps[i], x)
+        x = apply_step_end(step_end, step, diffusion.timesteps[i], x)
     return x
 
 
@@ -201,14 +201,14 @@ def sample_dpmpp_2m(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: 
         if callback is not None:
             callback(step, int(diffusion.timesteps[i]), x, pred)
         if i == 0:
-            return _end(step_end, step, diffusion.timesteps[i], pred.x0)
+            return apply_step_end(step_end, step, diffusion.timesteps[i], pred.x0)
         h = float(lam[i - 1] - lam[i])
         d = pred.x0
         if x0_prev is not None:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * pred.x0 - (1 / (2 * r)) * x0_prev
         x = float(sigma[i - 1] / sigma[i]) * x - float(alpha[i - 1]) * math.expm1(-h) * d
-        x = _end(step_end, step, diffusion.timesteps[i], x)
+        x = apply_step_end(step_end, step, diffusion.timesteps[i], x)
         x0_prev, h_prev = pred.x0, h
     return x
 
@@ -231,5 +231,5 @@ def ddim_invert(denoiser: DenoiserFn, x0: Tensor, diffusion: GaussianDiffusion, 
             callback(step, int(diffusion.timesteps[j]), x, pred)
         x0_hat = x0 if i == 0 else pred.x0
         a, s = float(diffusion.sqrt_alphas_cumprod[i]), float(diffusion.sqrt_one_minus_alphas_cumprod[i])
-        x = _end(step_end, step, diffusion.timesteps[i], a * x0_hat + s * pred.eps)
+        x = apply_step_end(step_end, step, diffusion.timesteps[i], a * x0_hat + s * pred.eps)
     return x

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance, clip_x0
+from unclip.diffusion import GaussianDiffusion, clip_x0, ddim_invert, randn, sample_repaint
 from unclip.nn import UNet, attention_downsample_factors
 
 from .conditioning import EmptyCaption, check_drop, replace_where
-from .sampling import run_sampler
+from .sampling import StageSettings, StepEnd, resolve_variance, run_sampler, stage_denoiser
 from .text_encoder import TextEncoder
 
 IMAGE_CHANNELS = 3
@@ -152,35 +152,76 @@ def _shape(x: torch.Tensor | None):
     return None if x is None else tuple(x.shape)
 
 
-@torch.no_grad()
-def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: torch.Tensor,
-                   text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
-                   steps: int | str = 250, sampler: str = "ddpm", guidance_scale: float = 1.0,
-                   image_size: int | None = None, masked_image: torch.Tensor | None = None,
-                   mask: torch.Tensor | None = None, generator=None, progress: bool = False,
-                   mean_type: str = "eps", text_emb: torch.Tensor | None = None) -> torch.Tensor:
-    """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1: 250 steps, learned σ with "ddpm").
-    ``mean_type``: what the network predicts ("eps", "x0" or "v"; the StageSpec's).
+def image_x0_transform(known: torch.Tensor | None = None, keep: torch.Tensor | None = None):
+    """pred_x0 of an image stage: clamped to the data range [−1, 1] (as GLIDE and ADM sample with
+    ``clip_denoised``: early steps of the cosine schedule otherwise amplify small ε errors without
+    bound), then the known pixels written back when editing (``keep`` 1 = known)."""
+    if known is None:
+        return clip_x0
+    return lambda x0: keep * known + (1 - keep) * clip_x0(x0)
 
-    Guidance drops z_i and the caption together in the unconditional half. For inpainting, the known
-    pixels also replace pred_x0 at every step, so the sample agrees with them exactly."""
-    b, size = image_emb.shape[0], image_size or decoder.image_size
-    denoiser = Denoiser(decoder, diffusion.alphas_cumprod, mean_type=mean_type, learned_variance=decoder.learned_sigma)
-    cond = {"image_emb": image_emb, "drop_image": torch.zeros(b, dtype=torch.bool, device=image_emb.device)}
+
+def decoder_cond(decoder: Decoder, image_emb: torch.Tensor, text_tokens=None, text_mask=None, *, text_emb=None,
+                 known=None, keep=None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(cond, null) of the decoder: guidance drops z_i and the caption together (§2.1). ``text_emb`` (z_t)
+    goes in only for a decoder that reads it (``text_time="clip_embedding"``); an inpainting decoder gets
+    ``known``/``keep`` as its extra channels (nothing known when they are None)."""
+    dev, b = image_emb.device, image_emb.shape[0]
+    cond = {"image_emb": image_emb, "drop_image": torch.zeros(b, dtype=torch.bool, device=dev)}
     if text_tokens is not None:
         cond.update(text_tokens=text_tokens, drop_text=cond["drop_image"].clone())
         if text_mask is not None:
             cond["text_mask"] = text_mask
-        if text_emb is not None and decoder.text_time == "clip_embedding":
-            cond["text_emb"] = text_emb  # z_t, for a decoder that reads it
-    x0_transform = clip_x0  # images live in [−1, 1]: clamp pred_x0 at every step (GLIDE's clip_denoised)
+        if decoder.text_time == "clip_embedding":
+            cond["text_emb"] = text_emb
     if decoder.inpaint:
-        cond.update(masked_image=masked_image, mask=mask)
-        x0_transform = lambda x0: mask * masked_image + (1 - mask) * clip_x0(x0)  # noqa: E731
-    if guidance_scale != 1.0:
-        ones = torch.ones(1, dtype=torch.bool, device=image_emb.device)
-        denoiser = classifier_free_guidance(denoiser, guidance_scale, {k: ones for k in cond if k.startswith("drop_")})
-    variance = "learned" if decoder.learned_sigma else "small"
-    return run_sampler(sampler, denoiser, (b, IMAGE_CHANNELS, size, size), diffusion.respace(steps), cond=cond,
-                       generator=generator, variance=variance, device=image_emb.device, progress=progress,
-                       x0_transform=x0_transform)
+        if known is None:  # generation with an inpainting decoder: nothing is known
+            known = torch.zeros(b, IMAGE_CHANNELS, decoder.image_size, decoder.image_size, device=dev)
+            keep = torch.zeros(b, 1, *known.shape[2:], device=dev)
+        cond.update(masked_image=known, mask=keep)
+    ones = torch.ones(1, dtype=torch.bool, device=dev)
+    return cond, {k: ones for k in cond if k.startswith("drop_")}
+
+
+@torch.no_grad()
+def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: torch.Tensor,
+                   text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                   settings: StageSettings, mean_type: str, text_emb: torch.Tensor | None = None,
+                   known: torch.Tensor | None = None, keep: torch.Tensor | None = None, repaint_resample: int = 1,
+                   generator=None, x_T: torch.Tensor | None = None, eta: float | None = None,
+                   step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32, progress: bool = False
+                   ) -> torch.Tensor:
+    """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1), sampled with ``settings``.
+
+    Guidance drops z_i and the caption together in the unconditional half. ``known``/``keep`` [B, 3|1, S, S]
+    (1 = known pixel): an inpainting decoder reads them as channels and the known pixels replace pred_x0
+    at every step, so the sample agrees with them exactly; a decoder without inpainting channels runs
+    RePaint (Lugmayr et al. 2022) with ``repaint_resample`` jumps per step. ``x_T``: the start noise
+    (else drawn with ``generator``: None, one, or one per image); ``eta`` overrides ``settings.eta``."""
+    b, dev = image_emb.shape[0], image_emb.device
+    size = (decoder.image_size,) * 2 if known is None else tuple(known.shape[-2:])
+    cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask, text_emb=text_emb, known=known, keep=keep)
+    den = stage_denoiser(decoder, diffusion, mean_type=mean_type, learned_variance=decoder.learned_sigma,
+                         dtype=dtype, guidance_scale=settings.guidance_scale, null=null)
+    x = (b, IMAGE_CHANNELS, *size) if x_T is None else x_T
+    if known is not None and not decoder.inpaint:
+        repaint = StageSettings("ddpm", settings.steps, variance="auto")
+        x = randn(x, generator, dev, torch.float32) if x_T is None else x
+        return sample_repaint(den, x, diffusion.respace(settings.steps), known, keep, cond=cond, generator=generator,
+                              variance=resolve_variance(repaint, decoder.learned_sigma, None),
+                              resample=repaint_resample, step_end=step_end)
+    return run_sampler(settings, den, x, diffusion, cond=cond, generator=generator,
+                       learned_variance=decoder.learned_sigma, eta=eta, x0_transform=image_x0_transform(known, keep),
+                       step_end=step_end, device=dev, progress=progress)
+
+
+@torch.no_grad()
+def invert_decoder(decoder: Decoder, diffusion: GaussianDiffusion, images: torch.Tensor, image_emb: torch.Tensor,
+                   text_tokens=None, text_mask=None, *, settings: StageSettings, mean_type: str,
+                   step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """DDIM-invert 64-px images [B, 3, S, S] to their x_T under the decoder (Song et al. 2021, §4.3), over the
+    chain respaced to ``settings.steps`` with its guidance scale."""
+    cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask)
+    den = stage_denoiser(decoder, diffusion, mean_type=mean_type, learned_variance=decoder.learned_sigma,
+                         dtype=dtype, guidance_scale=settings.guidance_scale, null=null)
+    return ddim_invert(den, images, diffusion.respace(settings.steps), cond=cond, step_end=step_end)

@@ -17,8 +17,10 @@ from .decoder import Decoder
 from .prior import DiffusionPrior
 from .upsampler import Upsampler
 
-STAGES = ("prior", "decoder", "sr256", "sr1024")
-PRESETS = ("tiny", "base", "paper")
+STAGES = ("prior", "decoder", "sr256", "sr1024")  # the diffusion stages, in cascade order
+UPSAMPLER_SIZES = {"sr256": 256, "sr1024": 1024}  # each upsampler's output side, in cascade order
+PIPELINE_STAGES = ("clip", *STAGES)  # the parts of a pipeline directory, and the stages the training loop trains
+SIZES = ("tiny", "base", "paper")  # the named network sizes (``model.preset`` in the training configs)
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,7 @@ class UpsamplerPreset:
     channel_mult: tuple[int, ...] = (1, 2, 3, 4)
     num_res_blocks: int = 3
     train_crop_size: int = 64  # a quarter of image_size (§2.1); used by the training data path
-    sample_steps: int = 27  # DDIM steps (§2.1: 27 for sr256, 15 for sr1024)
     learned_sigma: bool = False  # DDIM (η = 0) never uses σ
-    noise_cond: bool = False
     dropout: float = 0.0
     norm_groups: int = 32
     resblock_updown: bool = True
@@ -116,14 +116,14 @@ class UpsamplerPreset:
         return Upsampler(
             model_channels=self.model_channels, channel_mult=self.channel_mult, num_res_blocks=self.num_res_blocks,
             image_size=self.image_size, low_res_size=self.low_res_size, learned_sigma=self.learned_sigma,
-            noise_cond=self.noise_cond, dropout=self.dropout, norm_groups=self.norm_groups,
+            dropout=self.dropout, norm_groups=self.norm_groups,
             resblock_updown=self.resblock_updown, use_checkpoint=self.use_checkpoint, resize_mode=self.resize_mode,
             last_step_unet=self.last_step_unet,
         )
 
 
 _TINY_CLIP = dict(clip_embed_dim=128, clip_token_width=128, clip_context_length=32)  # configs/clip_model/unclip-tiny
-_SR1024 = dict(image_size=1024, low_res_size=256, train_crop_size=256, sample_steps=15)
+_SR1024 = dict(image_size=1024, low_res_size=256, train_crop_size=256)
 
 REGISTRY: dict[str, dict[str, object]] = {
     "prior": {

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.diffusion import Denoiser, GaussianDiffusion, classifier_free_guidance, estimate_analytic_gamma
+from unclip.diffusion import Denoiser, GaussianDiffusion, estimate_analytic_gamma
 from unclip.nn import TimestepEmbedding, Transformer
 
 from .conditioning import EmbeddingNormalizer, EmptyCaption, check_drop, replace_where
-from .sampling import run_sampler
+from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser
 
 EXTRA_TOKENS = 4  # z_t, timestep, noised z_i, query
 
@@ -112,10 +112,10 @@ def _text_cond(text_emb, text_tokens, text_mask, repeat: int = 1) -> dict[str, t
 @torch.no_grad()
 def prior_analytic_gamma(prior: DiffusionPrior, diffusion: GaussianDiffusion, image_emb: torch.Tensor,
                          text_emb: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor | None = None,
-                         *, steps: int | str = 64, generator: torch.Generator | None = None) -> np.ndarray:
+                         *, steps: int | str, mean_type: str, generator: torch.Generator | None = None) -> np.ndarray:
     """Γ_n for Analytic-DPM on the ``steps``-respaced chain, estimated on held-out (z_i, caption) pairs
     (unnormalised z_i [N, D]); pass the result to ``sample_prior(..., gamma=...)``."""
-    denoiser = Denoiser(prior, diffusion.alphas_cumprod, mean_type="x0")
+    denoiser = Denoiser(prior, diffusion.alphas_cumprod, mean_type=mean_type)
     x0 = prior.normalizer.normalize(image_emb)  # [N, D]
     cond = _text_cond(text_emb, text_tokens, text_mask)
     return estimate_analytic_gamma(denoiser, x0, diffusion.respace(steps), cond=cond, generator=generator)
@@ -123,33 +123,28 @@ def prior_analytic_gamma(prior: DiffusionPrior, diffusion: GaussianDiffusion, im
 
 @torch.no_grad()
 def sample_prior(prior: DiffusionPrior, diffusion: GaussianDiffusion, text_emb: torch.Tensor,
-                 text_tokens: torch.Tensor, text_mask: torch.Tensor | None = None, *, steps: int | str = 64,
-                 sampler: str = "ddpm", variance: str = "analytic", gamma: np.ndarray | None = None,
-                 guidance_scale: float = 1.0, n_candidates: int = 2, generator=None, progress: bool = False
+                 text_tokens: torch.Tensor, text_mask: torch.Tensor | None = None, *, settings: StageSettings,
+                 mean_type: str, gamma: np.ndarray | None = None, generator=None, x_T: torch.Tensor | None = None,
+                 step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32, progress: bool = False
                  ) -> torch.Tensor:
     """Sample z_i [B, D] (un-normalised, CLIP space) for B captions (§2.2).
 
-    Runs ``sampler`` over ``diffusion`` (the training chain) respaced to ``steps`` (paper: 64 strided
-    steps with the Analytic-DPM variance, which needs ``gamma`` from ``prior_analytic_gamma``), with
-    classifier-free guidance at ``guidance_scale`` (1 = none), draws ``n_candidates`` per caption
-    (paper: 2) and keeps the one with the highest dot product z_i·z_t. ``generator``: None, one
-    generator, or B·n_candidates generators (caption i's candidates are rows i·n … i·n+n−1).
+    Runs ``settings.sampler`` over ``diffusion`` (the training chain) respaced to ``settings.steps``, with
+    classifier-free guidance at ``settings.guidance_scale`` (1 = none; drops the caption), draws
+    ``settings.n_candidates`` per caption and keeps the one with the highest dot product z_i·z_t.
+    ``gamma``: Analytic-DPM Γ for that step count (``prior_analytic_gamma``), used by variance "auto" or
+    "analytic". ``generator``: None, one generator, or B·n_candidates generators (caption i's candidates
+    are rows i·n … i·n+n−1); ``x_T`` [B·n, D] the start noise (else drawn with ``generator``).
     """
-    if n_candidates < 1:
-        raise ValueError(f"n_candidates={n_candidates}: expected >= 1")
-    if sampler == "ddpm" and variance == "analytic" and gamma is None:
-        raise ValueError('sample_prior: variance="analytic" needs gamma = prior_analytic_gamma(...) for this '
-                         'step count; or pass variance="small"/"large", or another sampler')
-    b, n = text_emb.shape[0], n_candidates
-    denoiser = Denoiser(prior, diffusion.alphas_cumprod, mean_type="x0")
+    b, n, dev = text_emb.shape[0], settings.n_candidates, text_emb.device
     cond = _text_cond(text_emb, text_tokens, text_mask, repeat=n)
-    cond["drop_text"] = torch.zeros(b * n, dtype=torch.bool, device=text_emb.device)
-    if guidance_scale != 1.0:
-        null = torch.ones(1, dtype=torch.bool, device=text_emb.device)
-        denoiser = classifier_free_guidance(denoiser, guidance_scale, {"drop_text": null})
-    z = run_sampler(sampler, denoiser, (b * n, prior.embed_dim), diffusion.respace(steps), cond=cond,
-                    generator=generator, variance=variance, gamma=gamma, device=text_emb.device, progress=progress)
-    z = prior.normalizer.denormalize(z).view(b, n, -1)  # [B, n, D]
-    score = (z * text_emb[:, None].to(z.dtype)).sum(-1)  # [B, n]
-    best = score.argmax(dim=1)  # [B]
-    return z[torch.arange(b, device=z.device), best]  # [B, D]
+    cond["drop_text"] = torch.zeros(b * n, dtype=torch.bool, device=dev)
+    denoiser = stage_denoiser(prior, diffusion, mean_type=mean_type, learned_variance=False, dtype=dtype,
+                              guidance_scale=settings.guidance_scale,
+                              null={"drop_text": torch.ones(1, dtype=torch.bool, device=dev)})
+    x = (b * n, prior.embed_dim) if x_T is None else x_T
+    z = run_sampler(settings, denoiser, x, diffusion, cond=cond, generator=generator, gamma=gamma,
+                    step_end=step_end, device=dev, progress=progress)
+    z = prior.normalizer.denormalize(z.to(torch.float32)).view(b, n, -1)  # [B, n, D]
+    best = (z * text_emb[:, None].to(z.dtype)).sum(-1).argmax(dim=1)  # [B]
+    return z[torch.arange(b, device=dev), best]  # [B, D]

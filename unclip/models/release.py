@@ -89,8 +89,20 @@ class StageSpec:
                    extra=dict(d.get("extra") or {}))
 
 
+# Fields older releases wrote that no network reads any more: dropped on load when they hold the value that
+# meant "off" (None: any value; the field never changed a network).
+RETIRED_FIELDS: dict[str, Any] = {"noise_cond": False, "sample_steps": None}
+
+
 def _changed_fields(stage: str, preset: str, fields: dict[str, Any]) -> dict[str, Any]:
     base = dataclasses.asdict(get_preset(stage, preset))
+    fields = dict(fields)
+    for name, off in RETIRED_FIELDS.items():
+        if name in fields and name not in base:
+            value = fields.pop(name)
+            if off is not None and value != off:
+                raise ValueError(f"{stage} release has {name}={value!r}: this version of unclip removed that "
+                                 f"option (only {name}={off!r} loads)")
     unknown = sorted(set(fields) - set(base))
     if unknown:
         raise ValueError(f"{stage} release has fields this version of unclip does not know: {unknown}")

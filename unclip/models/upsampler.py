@@ -2,10 +2,8 @@
 convolutions only (no attention), not conditioned on the caption.
 
 The low-resolution image is resized to the target size and concatenated to x_t as extra input
-channels (``LowResConditioning``, one small module rather than a parallel UNet subclass). Optional
-noise-level conditioning (cascaded-diffusion "conditioning augmentation", Ho et al. 2022): the caller
-noises the low-res image with q_sample at level s and passes s as ``low_res_t``; its embedding is
-added to the timestep embedding. Trained on crops a quarter of the target size and sampled at full
+channels (``LowResConditioning``, one small module rather than a parallel UNet subclass); the
+training corrupts it as the paper does (Gaussian blur for sr256, BSR degradation for sr1024). Trained on crops a quarter of the target size and sampled at full
 size (the net is fully convolutional) with DDIM: 27 steps for sr256, 15 for sr1024. ``last_step_unet``
 adds Karlo's second network, used for the final step (t = 0) only (unclip/convert/karlo.py).
 """
@@ -18,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unclip.diffusion import Denoiser, GaussianDiffusion, clip_x0
-from unclip.nn import TimestepEmbedding, UNet
+from unclip.diffusion import GaussianDiffusion
+from unclip.nn import UNet
 
-from .sampling import run_sampler
-
-IMAGE_CHANNELS = 3
-
+from .decoder import IMAGE_CHANNELS, image_x0_transform
+from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser
 
 RESIZE_MODES = ("nearest", "bilinear", "bicubic", "bicubic_antialias")
 
@@ -41,37 +37,27 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 
 
 class LowResConditioning(nn.Module):
-    """Resize the low-res image to x_t's size and concatenate; optionally embed its noise level."""
+    """Resize the low-res image to x_t's size and concatenate."""
 
-    def __init__(self, emb_dim: int, noise_cond: bool = False, mode: str = "bilinear"):
+    def __init__(self, mode: str = "bilinear"):
         super().__init__()
         if mode not in RESIZE_MODES:
             raise ValueError(f"Upsampler: resize_mode={mode!r}, expected one of {RESIZE_MODES}")
         self.mode = mode
-        self.noise_embed = TimestepEmbedding(emb_dim // 4, emb_dim) if noise_cond else None
 
-    def forward(self, x_t: torch.Tensor, low_res: torch.Tensor, low_res_t: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x_t.shape
         if low_res.ndim != 4 or low_res.shape[:2] != (b, IMAGE_CHANNELS):
             raise ValueError(f"Upsampler: low_res must be [B={b}, 3, h, w], got {tuple(low_res.shape)}")
         up = resize(low_res.to(x_t.dtype), (h, w), self.mode)  # [B, 3, H, W]
-        x = torch.cat([x_t, up], dim=1)  # [B, 6, H, W]
-        if self.noise_embed is None:
-            if low_res_t is not None:
-                raise ValueError("Upsampler: low_res_t given to an upsampler built with noise_cond=False")
-            return x, None
-        if low_res_t is None or low_res_t.shape != (b,):
-            raise ValueError(f"Upsampler(noise_cond=True): low_res_t must be [B={b}] noise levels, got "
-                             f"{None if low_res_t is None else tuple(low_res_t.shape)}")
-        return x, self.noise_embed(low_res_t)  # [B, 6, H, W], [B, emb_dim]
+        return torch.cat([x_t, up], dim=1)  # [B, 6, H, W]
 
 
 class Upsampler(nn.Module):
     """Convolutional ADM UNet super-resolution model; ``forward`` returns raw [B, 3 or 6, H, W]."""
 
     def __init__(self, *, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-                 image_size: int, low_res_size: int, learned_sigma: bool = False, noise_cond: bool = False,
+                 image_size: int, low_res_size: int, learned_sigma: bool = False,
                  resize_mode: str = "bilinear", dropout: float = 0.0, norm_groups: int = 32,
                  resblock_updown: bool = True, use_checkpoint: bool = False, last_step_unet: bool = False):
         super().__init__()
@@ -84,20 +70,19 @@ class Upsampler(nn.Module):
                          resblock_updown=resblock_updown, use_checkpoint=use_checkpoint)
         # Karlo's split: a second network of the same shape for the final step (t = 0) only
         self.unet_last = copy.deepcopy(self.unet) if last_step_unet else None
-        self.low_res = LowResConditioning(self.unet.emb_dim, noise_cond, resize_mode)
+        self.low_res = LowResConditioning(resize_mode)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor,
-                low_res_t: torch.Tensor | None = None) -> torch.Tensor:
-        """x_t [B, 3, H, W], t [B], low_res [B, 3, H/scale, W/scale] (any size is resized), low_res_t [B]."""
-        x, emb_cond = self.low_res(x_t, low_res, low_res_t)  # [B, 6, H, W], [B, emb] or None
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+        """x_t [B, 3, H, W], t [B], low_res [B, 3, H/scale, W/scale] (any size is resized)."""
+        x = self.low_res(x_t, low_res)  # [B, 6, H, W]
         if self.unet_last is None:
-            return self.unet(x, t, emb_cond)  # [B, 3 or 6, H, W]
+            return self.unet(x, t)  # [B, 3 or 6, H, W]
         last = t == 0  # [B]
         if bool(last.all()):
-            return self.unet_last(x, t, emb_cond)
-        out = self.unet(x, t, emb_cond)  # [B, 3 or 6, H, W]
+            return self.unet_last(x, t)
+        out = self.unet(x, t)  # [B, 3 or 6, H, W]
         if bool(last.any()):
-            out = torch.where(last[:, None, None, None], self.unet_last(x, t, emb_cond), out)
+            out = torch.where(last[:, None, None, None], self.unet_last(x, t), out)
         return out
 
 
@@ -124,15 +109,18 @@ def random_aligned_crop(high: torch.Tensor, low: torch.Tensor, crop_size: int,
 
 @torch.no_grad()
 def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res: torch.Tensor, *,
-                     steps: int | str = 27, sampler: str = "ddim", low_res_t: torch.Tensor | None = None,
-                     generator=None, progress: bool = False, mean_type: str = "eps") -> torch.Tensor:
-    """Upsample low_res [B, 3, h, w] to [B, 3, h·scale, w·scale] at full size (paper: DDIM, 27 steps
-    for sr256, 15 for sr1024; unguided). ``low_res_t``: the noise level of an augmented low_res;
-    ``mean_type``: what the network predicts ("eps", "x0" or "v"; the StageSpec's)."""
+                     settings: StageSettings, mean_type: str, known: torch.Tensor | None = None,
+                     keep: torch.Tensor | None = None, generator=None, x_T: torch.Tensor | None = None,
+                     step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32, progress: bool = False
+                     ) -> torch.Tensor:
+    """Upsample low_res [B, 3, h, w] to [B, 3, h·scale, w·scale] at full size, unguided (§2.1), sampled with
+    ``settings``. ``known``/``keep`` (1 = known pixel, at the output size) are written back into pred_x0 at
+    every step, so an upsampled edit agrees with its surroundings. ``x_T``: the start noise (else drawn
+    with ``generator``: None, one, or one per image)."""
     b, _, h, w = low_res.shape
-    denoiser = Denoiser(upsampler, diffusion.alphas_cumprod, mean_type=mean_type, learned_variance=upsampler.learned_sigma)
-    cond = {"low_res": low_res} | ({"low_res_t": low_res_t} if low_res_t is not None else {})
-    shape = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale)
-    variance = "learned" if upsampler.learned_sigma else "small"
-    return run_sampler(sampler, denoiser, shape, diffusion.respace(steps), cond=cond, generator=generator,
-                       variance=variance, device=low_res.device, progress=progress, x0_transform=clip_x0)
+    den = stage_denoiser(upsampler, diffusion, mean_type=mean_type, learned_variance=upsampler.learned_sigma,
+                         dtype=dtype)
+    x = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale) if x_T is None else x_T
+    return run_sampler(settings, den, x, diffusion, cond={"low_res": low_res}, generator=generator,
+                       learned_variance=upsampler.learned_sigma, x0_transform=image_x0_transform(known, keep),
+                       step_end=step_end, device=low_res.device, progress=progress)

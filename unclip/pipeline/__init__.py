@@ -7,13 +7,14 @@
 
 See docs/sampling.md.
 """
+from unclip.diffusion import derive_seed
+from unclip.errors import InputError
+
 from .build import build_random_pipeline
 from .core import UnCLIPPipeline
-from .errors import InputError
 from .latents import slerp
 from .result import GenerationResult
 from .settings import PRESETS, PipelineSettings, StageSettings, resolve_settings
-from .stages import derive_seed
 
 __all__ = ["GenerationResult", "InputError", "PRESETS", "PipelineSettings", "StageSettings", "UnCLIPPipeline",
            "build_random_pipeline", "derive_seed", "resolve_settings", "slerp"]

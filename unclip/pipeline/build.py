@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from unclip.clip import FrozenCLIP
-from unclip.models import StageSpec, prior_analytic_gamma, save_stage
+from unclip.models import UPSAMPLER_SIZES, StageSpec, prior_analytic_gamma, save_stage
 
-STAGE_DIRS = ("clip", "prior", "decoder", "sr256", "sr1024")
 _CAPTIONS = ["a small red star at the top left", "a large blue circle", "a green square below a pink triangle",
              "a yellow hexagon on a grey background", "an orange cross at the center", "a purple diamond",
              "a cyan star to the right of a red circle", "a small white square"]
@@ -40,7 +39,7 @@ def build_random_pipeline(directory: str | os.PathLike, preset: str = "tiny", *,
         overrides: per-stage preset field overrides, e.g. ``{"sr1024": {"model_channels": 8}}``.
     """
     ups = tuple(upsamplers)
-    bad = [u for u in ups if u not in ("sr256", "sr1024")]
+    bad = [u for u in ups if u not in UPSAMPLER_SIZES]
     if bad or ("sr1024" in ups and "sr256" not in ups):
         raise ValueError(f"upsamplers={ups}: expected a subset of ('sr256', 'sr1024'), sr1024 only with sr256")
     directory = Path(directory)
@@ -70,6 +69,7 @@ def _random_gamma(prior, spec: StageSpec, clip: FrozenCLIP, steps: Iterable[int]
     image_emb = clip.encode_image(torch.rand(len(_CAPTIONS), 3, 64, 64, generator=g))
     out = {}
     for n in steps:
-        gamma = prior_analytic_gamma(prior, spec.diffusion(), image_emb, emb, tokens, mask, steps=int(n), generator=g)
+        gamma = prior_analytic_gamma(prior, spec.diffusion(), image_emb, emb, tokens, mask, steps=int(n),
+                                     mean_type=spec.mean_type, generator=g)
         out[str(int(n))] = [float(v) for v in gamma]
     return out

@@ -17,28 +17,38 @@ from typing import Any
 import torch
 
 from unclip.clip import FrozenCLIP
-from unclip.models import load_stage
+from unclip.diffusion import derive_seed
+from unclip.errors import InputError
+from unclip.models import STAGES, UPSAMPLER_SIZES, load_stage, save_stage
+from unclip.moderation import Moderator
+from unclip.moderation_calibration import FILE as CALIBRATION_FILE
+from unclip.moderation_calibration import load_calibration
 
-from . import stages as S
-from .editing import EditingMixin
-from .errors import InputError
-from .images import to_pil
+from . import editing, latents
+from .images import resize_keep, to_pil
 from .result import GenerationResult, check_output_type
 from .settings import PRESETS, PipelineSettings, resolve_settings
+from .stages import Stage, StepCallback, run_decoder, run_prior, run_upsampler
 
 log = logging.getLogger(__name__)
 
 # (stage, step, num_steps, x): x is the stage's latents after the step (the last step's: its output); a tensor the
 # callback returns replaces them (diffusers' callback_on_step_end), None keeps them
 Callback = Callable[[str, int, int, torch.Tensor], torch.Tensor | None]
-UPSAMPLERS = (("sr256", 256), ("sr1024", 1024))
 MAX_N = 64
 
 
-class UnCLIPPipeline(EditingMixin):
+class UnCLIPPipeline:
     """The unCLIP sampling pipeline over a directory ``clip/ prior/ decoder/ [sr256/ [sr1024/]]``."""
 
-    def __init__(self, clip: FrozenCLIP, stages: dict[str, S.Stage], pipeline_dir: str, *,
+    # image manipulations through (z_i, x_T) (latents.py) and edits (editing.py): functions of the pipeline
+    variations = latents.variations
+    interpolate = latents.interpolate
+    text_diff = latents.text_diff
+    edit = editing.edit
+    outpaint = editing.outpaint
+
+    def __init__(self, clip: FrozenCLIP, stages: dict[str, Stage], pipeline_dir: str, *,
                  settings: PipelineSettings, moderator=None):
         self.clip, self.stages, self.pipeline_dir = clip, stages, pipeline_dir
         self.settings, self.moderator = settings, moderator
@@ -65,10 +75,10 @@ class UnCLIPPipeline(EditingMixin):
                              "use torch.bfloat16 or torch.float32 on the CPU")
         clip = FrozenCLIP.load(root / "clip", device=device)
         stages = {}
-        for name in ("prior", "decoder", "sr256", "sr1024"):
+        for name in STAGES:
             if (root / name).is_dir():
                 spec, model = load_stage(root / name, device=device)
-                stages[name] = S.Stage(name, spec, model, spec.diffusion(), dtype)
+                stages[name] = Stage(name, spec, model, spec.diffusion(), dtype)
         if "sr1024" in stages and "sr256" not in stages:
             raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
         settings = resolve_settings(settings, PRESETS["fast"])
@@ -77,16 +87,13 @@ class UnCLIPPipeline(EditingMixin):
     def save(self, directory: str | os.PathLike) -> Path:
         """Write this pipeline as a directory ``load`` reads: clip/ (with its moderation calibration, when it
         has one), prior/, decoder/ and the upsamplers present. ``directory`` must not exist yet or be empty."""
-        from unclip.models import save_stage
-        from unclip.moderation_calibration import FILE
-
         out = Path(directory)
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"{out} is not empty: save a pipeline into a new directory")
         self.clip.save(out / "clip")
-        calibration = Path(self.pipeline_dir) / "clip" / FILE
+        calibration = Path(self.pipeline_dir) / "clip" / CALIBRATION_FILE
         if calibration.is_file():
-            (out / "clip" / FILE).write_bytes(calibration.read_bytes())
+            (out / "clip" / CALIBRATION_FILE).write_bytes(calibration.read_bytes())
         for name, stage in self.stages.items():
             save_stage(out / name, stage.spec, stage.model)
         return out
@@ -96,7 +103,7 @@ class UnCLIPPipeline(EditingMixin):
     @property
     def sizes(self) -> tuple[int, ...]:
         out = [self.stages["decoder"].model.image_size]
-        out += [size for name, size in UPSAMPLERS if name in self.stages]
+        out += [size for name, size in UPSAMPLER_SIZES.items() if name in self.stages]
         return tuple(out)
 
     @property
@@ -136,11 +143,11 @@ class UnCLIPPipeline(EditingMixin):
             seed = secrets.randbits(62)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError("seed", f"seed={seed!r}: expected a non-negative int or None")
-        return seed, [S.derive_seed(seed, i) for i in range(count)]
+        return seed, [derive_seed(seed, i) for i in range(count)]
 
     # ------------------------------------------------------------------ stages
 
-    def _stage_cb(self, stage: str, callback: Callback | None, bar) -> S.StepCallback | None:
+    def _stage_cb(self, stage: str, callback: Callback | None, bar) -> StepCallback | None:
         if callback is None and bar is None:
             return None
 
@@ -162,22 +169,21 @@ class UnCLIPPipeline(EditingMixin):
         return out
 
     def _prior(self, text: dict, seeds, st: PipelineSettings, callback, bar) -> torch.Tensor:
-        return S.run_prior(self.stages["prior"], st.prior, text["text_emb"], text["text_tokens"], text["text_mask"],
-                           seeds, self._stage_cb("prior", callback, bar))
+        return run_prior(self.stages["prior"], st.prior, text["text_emb"], text["text_tokens"], text["text_mask"],
+                         seeds, self._stage_cb("prior", callback, bar))
 
     def _upsample(self, x: torch.Tensor, size: int, seeds, st: PipelineSettings, callback, bars, known=None,
                   keep=None) -> torch.Tensor:
         """64-px batch → ``size``; ``known``/``keep`` (at ``size``) are written back at every stage."""
-        from .images import resize_keep
-        for index, (name, out_size) in enumerate(UPSAMPLERS, start=2):
+        for index, (name, out_size) in enumerate(UPSAMPLER_SIZES.items(), start=2):
             if size < out_size:
                 break
             kn = kp = None
             if known is not None:
                 kn = torch.nn.functional.interpolate(known, size=out_size, mode="area") if known.shape[-1] != out_size else known
                 kp = resize_keep(keep, out_size)
-            x = S.run_upsampler(self.stages[name], st.stage(name), x, seeds, index, known=kn, keep=kp,
-                                callback=self._stage_cb(name, callback, bars.get(name)))
+            x = run_upsampler(self.stages[name], st.stage(name), x, seeds, index, known=kn, keep=kp,
+                              callback=self._stage_cb(name, callback, bars.get(name)))
         return x
 
     def _bars(self, progress: bool, names: Sequence[str], batches: int) -> dict:
@@ -231,7 +237,7 @@ class UnCLIPPipeline(EditingMixin):
         if latents is not None and tuple(latents.shape) != (len(flat), 3, side, side):
             raise InputError("latents", f"latents must be [{len(flat)}, 3, {side}, {side}] (one x_T per image), "
                                         f"got {tuple(latents.shape)}")
-        names = (["prior"] if source == "prior" else []) + ["decoder"] + [nm for nm, s in UPSAMPLERS if s <= size]
+        names = (["prior"] if source == "prior" else []) + ["decoder"] + [nm for nm, s in UPSAMPLER_SIZES.items() if s <= size]
         bars = self._bars(progress, names, 1)
         outs = []
         for lo in range(0, len(flat), st.batch_size):
@@ -244,9 +250,9 @@ class UnCLIPPipeline(EditingMixin):
             else:
                 z_i = image_embeds[lo:lo + st.batch_size].to(self.device, torch.float32)
             x_t = None if latents is None else latents[lo:lo + st.batch_size].to(self.device, torch.float32)
-            x = S.run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
-                              x_t=x_t, callback=self._stage_cb("decoder", callback, bars.get("decoder")),
-                              text_emb=text["text_emb"])
+            x = run_decoder(self.stages["decoder"], st.decoder, z_i, text["dec_tokens"], text["dec_mask"], cs,
+                            x_t=x_t, callback=self._stage_cb("decoder", callback, bars.get("decoder")),
+                            text_emb=text["text_emb"])
             outs.append(self._upsample(x, size, cs, st, callback, bars))
         records = [self._record("generate", seed, i, s, size, st, prompt=p, image_embeds=source)
                    for i, (p, s) in enumerate(zip(flat, seeds))]
@@ -274,8 +280,6 @@ class UnCLIPPipeline(EditingMixin):
 
 def _moderator(moderation, clip, clip_dir):
     """The pipeline's Moderator: prompts always; images only with a calibration made for this CLIP."""
-    from unclip.moderation import Moderator
-    from unclip.moderation_calibration import load_calibration
     if moderation is False or moderation is None:
         return None
     if isinstance(moderation, Moderator):

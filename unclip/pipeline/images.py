@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InputError
+from unclip.errors import InputError
 
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA")
 MIN_SIDE = 8

@@ -16,42 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
-
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
-VARIANCES = ("auto", "small", "large", "learned", "analytic")
-STAGE_NAMES = ("prior", "decoder", "sr256", "sr1024")
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """How one stage samples.
-
-    ``variance`` (ddpm only): "auto" = learned σ when the network has it; for the prior the
-    Analytic-DPM variance when its release stores Γ for this step count (``extra.analytic_gamma``),
-    else the posterior variance β̃ ("small"). ``eta`` is DDIM's η. ``n_candidates`` is the prior's
-    number of draws per caption, keeping the one with the highest z_i·z_t (§2.2)."""
-
-    sampler: str = "ddim"
-    steps: int = 25
-    guidance_scale: float = 1.0
-    eta: float = 0.0
-    variance: str = "auto"
-    n_candidates: int = 1
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise InputError("settings", f"sampler {self.sampler!r}: expected one of {SAMPLERS}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise InputError("settings", f"steps={self.steps!r}: expected a positive int")
-        if self.variance not in VARIANCES:
-            raise InputError("settings", f"variance {self.variance!r}: expected one of {VARIANCES}")
-        if not self.eta >= 0.0:
-            raise InputError("settings", f"eta={self.eta!r}: expected >= 0")
-        if self.n_candidates < 1:
-            raise InputError("settings", f"n_candidates={self.n_candidates!r}: expected >= 1")
-        if not self.guidance_scale >= 0.0:
-            raise InputError("settings", f"guidance_scale={self.guidance_scale!r}: expected >= 0")
+from unclip.errors import InputError
+from unclip.models import STAGES
+from unclip.models.sampling import StageSettings
 
 
 @dataclass(frozen=True)
@@ -79,7 +46,7 @@ class PipelineSettings:
             raise InputError("settings", f"unknown setting(s) {unknown}: expected some of {sorted(top)}")
         new: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key in STAGE_NAMES:
+            if key in STAGES:
                 if isinstance(value, StageSettings):
                     new[key] = value
                     continue

@@ -14,8 +14,6 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-STAGE_NAMES = ("clip", "prior", "decoder", "sr256", "sr1024")
-
 
 @dataclass
 class OptimConfig:
@@ -36,7 +34,7 @@ class EMAConfig:
 
 @dataclass
 class StageConfig:
-    name: str = MISSING  # one of STAGE_NAMES
+    name: str = MISSING  # one of unclip.models.PIPELINE_STAGES
     schedule: Optional[str] = None  # None: the paper's (cosine; linear for sr1024)
     num_timesteps: int = 1000
     loss: str = "mse"  # "mse" | "hybrid" (learned σ, Nichol & Dhariwal 2021)

@@ -10,9 +10,8 @@ import shutil
 from pathlib import Path
 
 from unclip.clip import FrozenCLIP
-from unclip.models import load_stage
+from unclip.models import PIPELINE_STAGES, load_stage
 
-PIPELINE_STAGES = ("clip", "prior", "decoder", "sr256", "sr1024")
 REQUIRED = ("clip", "prior", "decoder")
 
 

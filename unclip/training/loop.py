@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from unclip.diffusion import derive_seed
 from unclip.io import atomic_write_json, atomic_write_text
 
 from . import checkpoint as ckpt
@@ -37,12 +38,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from (seed, rank, step, ...): the same on resume, distinct across ranks and steps."""
-    digest = hashlib.sha256("-".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def batch_arithmetic(batch_size: int, world: int, micro_batch: int | None) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from unclip.data.wds import resolve_shards, shard_pipeline
 from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
 from unclip.models.conditioning import empty_caption
+from unclip.models.sampling import StageSettings
 from unclip.pipeline.images import to_pil
 
 from .base import Evaluation, StageParts
@@ -82,10 +83,10 @@ def build(cfg, env) -> StageParts:
         kw = {}
         if f["inpaint"]:  # show inpainting of a fixed mask
             m = random_inpaint_mask(len(captions), size, generator=torch.Generator().manual_seed(cfg.seed), device=dev)
-            kw = {"masked_image": images.to(dev) * m, "mask": m}
-        out = sample_decoder(ema, objective.diffusion, z, tokens, mask, steps=cfg.sample.steps,
-                             guidance_scale=cfg.sample.guidance_scale, generator=g, mean_type=spec.mean_type,
-                             text_emb=zt, **kw)
+            kw = {"known": images.to(dev) * m, "keep": m}
+        grid = StageSettings("ddpm", cfg.sample.steps, guidance_scale=cfg.sample.guidance_scale)  # §2.1's sampler
+        out = sample_decoder(ema, objective.diffusion, z, tokens, mask, settings=grid, generator=g,
+                             mean_type=spec.mean_type, text_emb=zt, **kw)
         metrics = {} if f["inpaint"] else _learning_metrics(cfg, ema, spec, objective.diffusion, condition,
                                                             probe_batches, g)
         return Evaluation(images=torch.cat([images.cpu(), out.cpu()]), nrow=len(captions), metrics=metrics)
@@ -179,8 +180,8 @@ def _learning_metrics(cfg, ema, spec, diffusion, condition, batches: _ProbeBatch
     if match is not None:
         images, captions, scenes = match
         z, tokens, mask, zt = condition(images, captions)
-        out = sample_decoder(ema, diffusion, z, tokens, mask, steps=cfg.sample.steps, text_emb=zt,
-                             guidance_scale=cfg.sample.match_guidance, mean_type=spec.mean_type,
+        out = sample_decoder(ema, diffusion, z, tokens, mask, text_emb=zt, mean_type=spec.mean_type,
+                             settings=StageSettings("ddpm", cfg.sample.steps, guidance_scale=cfg.sample.match_guidance),
                              generator=torch.Generator().manual_seed(cfg.seed + 2))
         metrics.update(caption_match_rates(to_pil(out), scenes, captions))
     return metrics

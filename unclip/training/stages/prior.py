@@ -35,6 +35,7 @@ from unclip.data.embeddings import image_embedding_stats
 from unclip.data.wds import resolve_shards
 from unclip.models import prior_analytic_gamma, sample_drop_mask, sample_prior, save_stage
 from unclip.models.conditioning import empty_caption
+from unclip.models.sampling import StageSettings
 
 from .base import Evaluation, StageParts
 from .common import DiffusionObjective, load_clip, stage_spec
@@ -196,9 +197,9 @@ def build(cfg, env) -> StageParts:
 
     def evaluate(ema, g):
         b = _held_out(cfg, val, cfg.sample.n, clip)
+        grid = StageSettings("ddim", cfg.sample.steps, guidance_scale=cfg.sample.guidance_scale, n_candidates=2)
         z = sample_prior(ema, objective.diffusion, b["text_emb"].to(dev), b["text_tokens"].to(dev),
-                         b["text_mask"].to(dev), steps=cfg.sample.steps, sampler="ddim",
-                         guidance_scale=cfg.sample.guidance_scale, generator=g).cpu()
+                         b["text_mask"].to(dev), settings=grid, mean_type=spec.mean_type, generator=g).cpu()
         true = b["image_emb"]
         zn = torch.nn.functional.normalize(z, dim=-1)
         sim = zn @ true.T  # [n, n]: does the sample land nearest its own caption's z_i?
@@ -212,7 +213,7 @@ def build(cfg, env) -> StageParts:
         b = _held_out(cfg, val, cfg.stage.gamma_samples, clip)
         gamma = prior_analytic_gamma(ema, objective.diffusion, b["image_emb"].to(dev), b["text_emb"].to(dev),
                                      b["text_tokens"].to(dev), b["text_mask"].to(dev), steps=cfg.stage.gamma_steps,
-                                     generator=torch.Generator().manual_seed(cfg.seed))
+                                     mean_type=spec.mean_type, generator=torch.Generator().manual_seed(cfg.seed))
         spec.extra = {"analytic_gamma": {str(cfg.stage.gamma_steps): [float(x) for x in gamma]},
                       "normalizer": cfg.stage.normalizer}
         return save_stage(out, spec, ema)

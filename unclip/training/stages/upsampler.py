@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from unclip.data.corruptions import bsr_degradation, gaussian_blur
 from unclip.data.wds import resolve_shards, shard_pipeline
 from unclip.models import random_aligned_crop, sample_upsampler, save_stage
+from unclip.models.sampling import StageSettings
 
 from .base import Evaluation, StageParts
 from .common import DiffusionObjective, cycle_first, stage_spec
@@ -63,8 +64,8 @@ def build(cfg, env) -> StageParts:
                              min_size=cfg.data.min_image_size, shuffle_shards=False, rank=0, world_size=1)
         high = cycle_first(val, cfg.sample.n)[0][0][:cfg.sample.n].to(dev)
         low = corrupt(downsample(high, scale), cfg.stage.corruption, torch.Generator().manual_seed(cfg.seed))
-        out = sample_upsampler(ema, objective.diffusion, low, steps=cfg.sample.steps, generator=g,
-                               mean_type=spec.mean_type)
+        out = sample_upsampler(ema, objective.diffusion, low, settings=StageSettings("ddim", cfg.sample.steps),
+                               generator=g, mean_type=spec.mean_type)
         near = F.interpolate(low, scale_factor=scale, mode="nearest")
         return Evaluation(images=torch.cat([near.cpu(), out.cpu(), high.cpu()]), nrow=len(high))
 

@@ -1,4 +1,4 @@
-"""The one error type for bad caller input: it names the parameter and what was expected."""
+"""The one error type for bad caller input (a leaf module: models, pipeline, moderation and the server import it)."""
 from __future__ import annotations
 
 

@@ -8,26 +8,27 @@ and denoised again, which harmonises the generated region with its surroundings.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from unclip.diffusion import GaussianDiffusion, clip_x0, randn_like
+from .gaussian import GaussianDiffusion
+from .rng import randn_like
+from .samplers import StepEnd, apply_step_end, clip_x0
 
 
 @torch.no_grad()
 def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor, keep: Tensor, *,
                    cond: dict | None = None, generator=None, variance: str = "small", resample: int = 4,
-                   callback: Callable[[int, int, Tensor], Tensor | None] | None = None) -> Tensor:
+                   step_end: StepEnd | None = None) -> Tensor:
     """x: x_T [B, C, H, W]; known: the image [B, C, H, W]; keep: [B, 1, H, W], 1 = known pixel.
-    Returns x0 with the known pixels exactly equal to ``known``."""
+    Returns x0 with the known pixels exactly equal to ``known``. ``step_end`` as for the other samplers."""
     n = chain.num_timesteps
     for step, i in enumerate(reversed(range(n))):
         t = torch.full((x.shape[0],), int(chain.timesteps[i]), dtype=torch.long, device=x.device)
         for u in range(resample):
             pred = denoiser(x, t, **(cond or {}))
-            x0 = clip_x0(pred.x0)  # images live in [−1, 1] (see stages.image_x0_transform)
+            x0 = clip_x0(pred.x0)  # images live in [−1, 1] (see decoder.image_x0_transform)
             if i == 0:
                 x = keep * known + (1 - keep) * x0
                 break
@@ -40,7 +41,5 @@ def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor,
             if u < resample - 1:  # jump back to step i and denoise again
                 beta = float(chain.betas[i])
                 x = math.sqrt(1 - beta) * x + math.sqrt(beta) * randn_like(x, generator)
-        if callback is not None:  # the latents after the step; a returned tensor replaces them
-            out = callback(step, n, x)
-            x = x if out is None else out.to(x.dtype)
+        x = apply_step_end(step_end, step, chain.timesteps[i], x)  # the latents after the step; step_end may replace them
     return x
