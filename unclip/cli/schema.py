@@ -1,10 +1,25 @@
 """Structured schemas of the sampling jobs (registered in Hydra's ConfigStore, so typos fail)."""
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+
+from unclip.cli.common import DTYPES
+from unclip.pipeline import UnCLIPPipeline
+
+
+def _defaults(method: Callable) -> dict[str, Any]:
+    """The keyword defaults of a pipeline method: the jobs take theirs from there, so each is written once."""
+    return {k: p.default for k, p in inspect.signature(method).parameters.items() if p.default is not p.empty}
+
+
+_LOAD, _VARIATIONS = _defaults(UnCLIPPipeline.load), _defaults(UnCLIPPipeline.variations)
+_OUTPAINT, _INTERPOLATE = _defaults(UnCLIPPipeline.outpaint), _defaults(UnCLIPPipeline.interpolate)
+_TEXT_DIFF = _defaults(UnCLIPPipeline.text_diff)
 
 
 @dataclass
@@ -34,13 +49,13 @@ class SettingsOverrides:
 class CommonJob:
     pipeline_dir: str = "???"
     out: str = "samples"
-    device: str = "cpu"
-    dtype: str = "float32"  # float32 | bfloat16
-    preset: str = "fast"  # paper | fast
+    device: str = _LOAD["device"]
+    dtype: str = {t: name for name, t in DTYPES.items()}[_LOAD["dtype"]]  # float32 | bfloat16
+    preset: str = _LOAD["settings"]  # paper | fast
     settings: SettingsOverrides = field(default_factory=SettingsOverrides)  # e.g. settings.decoder.steps=50
     size: Optional[int] = None  # output side; None: the largest the pipeline makes (as the server's default)
     seed: int = 0
-    moderation: bool = True
+    moderation: bool = _LOAD["moderation"]
     progress: bool = True
     contact_sheet: bool = True
 
@@ -58,7 +73,7 @@ class GenerateJob(CommonJob):
 class VaryJob(CommonJob):
     image: str = "???"
     n: int = 4
-    eta: float = 1.0
+    eta: float = _VARIATIONS["eta"]
 
 
 @dataclass
@@ -73,14 +88,14 @@ class EditJob(CommonJob):
 class OutpaintJob(CommonJob):
     image: str = "???"
     prompt: str = "???"
-    left: int = 0
-    right: int = 0
-    top: int = 0
-    bottom: int = 0
-    canvas: Optional[int] = None
-    tile: Optional[int] = None
-    overlap: float = 0.25
-    n: int = 1
+    left: int = _OUTPAINT["left"]
+    right: int = _OUTPAINT["right"]
+    top: int = _OUTPAINT["top"]
+    bottom: int = _OUTPAINT["bottom"]
+    canvas: Optional[int] = _OUTPAINT["canvas"]
+    tile: Optional[int] = _OUTPAINT["tile"]
+    overlap: float = _OUTPAINT["overlap"]
+    n: int = _OUTPAINT["n"]
 
 
 @dataclass
@@ -89,9 +104,9 @@ class InterpolateJob(CommonJob):
     image_b: Optional[str] = None  # interpolation between two images
     caption: Optional[str] = None  # text diff: caption → new_caption
     new_caption: Optional[str] = None
-    steps: int = 5
-    thetas: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
-    noise: str = "inverted"  # inverted | fixed
+    steps: int = _INTERPOLATE["steps"]
+    thetas: list[float] = field(default_factory=lambda: list(_TEXT_DIFF["thetas"]))
+    noise: str = _INTERPOLATE["noise"]  # inverted | fixed
 
 
 def register() -> None:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
+from unclip.pipeline import UnCLIPPipeline
+
+# device, dtype, settings and moderation default to UnCLIPPipeline.load's: the server serves what it loads.
+_LOAD = inspect.signature(UnCLIPPipeline.load).parameters
+
+DTYPES = ("float32", "bfloat16")  # the names the server accepts (app.py loads getattr(torch, dtype))
 API_SIZES = (256, 512, 1024)  # the sizes the OpenAI Images API (dall-e-2) accepts
 EXTENSION_SIZES = (64,)  # ours: the 64 px decoder output, for pipelines without upsamplers worth waiting for
 
@@ -13,10 +20,12 @@ EXTENSION_SIZES = (64,)  # ours: the 64 px decoder output, for pipelines without
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     pipeline_dir: Path
-    device: str = "cpu"
-    dtype: str = "float32"  # float32 | bfloat16 (network weights; the sampling math stays float32)
-    settings: str | dict = "fast"  # stage-settings preset of UnCLIPPipeline (or an override dict)
-    moderation: Any = True  # True: configs/moderation/default.yaml; False: off; a config path; or a Moderator
+    device: str = _LOAD["device"].default
+    # float32 | bfloat16 (network weights; the sampling math stays float32)
+    dtype: str = str(_LOAD["dtype"].default).removeprefix("torch.")
+    settings: str | dict = _LOAD["settings"].default  # stage-settings preset of UnCLIPPipeline (or an override dict)
+    # True: configs/moderation/default.yaml; False: off; a config path; or a Moderator
+    moderation: Any = _LOAD["moderation"].default
     torch_threads: int | None = None  # intra-op threads of the worker (None: torch's default)
     model_name: str | None = None  # the name /v1/models lists besides "dall-e-2"; default: the pipeline dir's name
     default_size: str | None = None  # a request without size: None = the largest the pipeline makes (as the CLI)
@@ -56,7 +65,7 @@ class ServerConfig:
                              f"{self.max_requests_per_key}")
         if self.max_batch_images < 1:
             raise ValueError(f"max_batch_images must be >= 1, got {self.max_batch_images}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be {' or '.join(DTYPES)}, got {self.dtype!r}")
         if self.max_upload_bytes >= self.max_request_bytes:
             raise ValueError("max_request_bytes must exceed max_upload_bytes (an upload travels inside a request)")
