@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 from torch import nn
 
+from unclip.data.moments import Moments
 from unclip.io import read_release_config, write_release
 
 log = logging.getLogger(__name__)
@@ -479,9 +480,10 @@ class FrozenCLIP(nn.Module):
         if image_emb.ndim != 2 or image_emb.shape[1] != self.embed_dim or image_emb.shape[0] < 2:
             raise ValueError(f"compute_stats expects image embeddings [N>=2, {self.embed_dim}], "
                              f"got {tuple(image_emb.shape)}")
-        x = image_emb.detach().to("cpu", torch.float64)
-        mean, std = x.mean(0), x.std(0).clamp_min(eps)
-        self.set_stats(mean.float(), std.float())
+        moments = Moments()
+        moments.add(image_emb.detach().to("cpu", torch.float64).numpy())
+        mean, std = (torch.from_numpy(a) for a in moments.mean_std("image_emb"))
+        self.set_stats(mean.float(), std.clamp_min(eps).float())
         return self.image_emb_mean.clone(), self.image_emb_std.clone()
 
     def normalize_image_emb(self, emb: torch.Tensor) -> torch.Tensor:

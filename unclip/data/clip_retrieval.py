@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .moments import Moments
 from .position import Tagged, tag
 from .wds import LogAndCount, SharedEpoch, dist_info
 
@@ -254,18 +255,14 @@ def _l2(x: np.ndarray) -> np.ndarray:
 def image_emb_stats(data: ClipRetrievalData, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std of the (re-normalised) image embeddings, streamed over the memmapped
     parts in chunks with float64 sums (the prior's ``stage.normalizer=stats``)."""
-    n, s, ss = 0, np.zeros(data.dim), np.zeros(data.dim)
+    moments = Moments()
     for part in data.parts:
         arr = _open_npy(part.img_emb)
         for a in range(0, part.rows, chunk_rows):
             z = _l2(np.asarray(arr[a:a + chunk_rows], dtype=np.float64))
-            z = z[np.isfinite(z).all(1)]
-            n, s, ss = n + len(z), s + z.sum(0), ss + (z * z).sum(0)
-    if n < 2:
-        raise ValueError(f"need at least 2 image embeddings for statistics, {data} has {n}")
-    mean = s / n
-    var = np.maximum(ss / n - mean * mean, 0.0) * n / (n - 1)
-    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+            moments.add(z[np.isfinite(z).all(1)])
+    mean, std = moments.mean_std(str(data))
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- epoch order

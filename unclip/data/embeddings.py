@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from unclip.io import atomic_path, atomic_write_json
 
 from .images import IMAGE_EXTS, image_member, open_rgb
+from .moments import Moments
 
 if TYPE_CHECKING:
     from unclip.clip import FrozenCLIP
@@ -136,16 +137,12 @@ def iter_embedding_shard(path: PathLike) -> Iterator[dict[str, Any]]:
 def image_embedding_stats(embedding_shards: Sequence[PathLike]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std of z_i over embedding shards (streamed, float64), for
     :meth:`unclip.clip.FrozenCLIP.set_stats`."""
-    n, s, ss = 0, 0.0, 0.0
+    moments = Moments()
     for shard in embedding_shards:
         for sample in iter_embedding_shard(shard):
-            z = sample["image_emb"].astype(np.float64)
-            n, s, ss = n + 1, s + z, ss + z * z
-    if n < 2:
-        raise ValueError(f"need at least 2 image embeddings for statistics, found {n}")
-    mean = s / n
-    var = np.maximum(ss / n - mean * mean, 0.0) * n / (n - 1)
-    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+            moments.add(sample["image_emb"])
+    mean, std = moments.mean_std("the embedding shards")
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -39,13 +39,12 @@ class Decoder(nn.Module):
     """ADM UNet + caption encoder + z_i conditioning; ``forward`` returns raw [B, 3 or 6, H, W]."""
 
     def __init__(self, *, embed_dim: int, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-                 attention_resolutions: Sequence[int], image_size: int = 64, num_head_channels: int = 64,
-                 text_source: str = "ids", text_width: int = 2048, text_layers: int = 24, text_heads: int = 32,
-                 text_context_length: int = 256, clip_token_width: int | None = None, num_clip_tokens: int = 4,
-                 learned_sigma: bool = True, inpaint: bool = False, dropout: float = 0.0, norm_groups: int = 32,
-                 resblock_updown: bool = True, use_checkpoint: bool = False, patch_size: int = 1,
-                 coord_channels: bool = False, text_input_norm: bool = True, text_positions: bool = True,
-                 text_time: str = "pooled", text_null: str = "learned"):
+                 attention_resolutions: Sequence[int], image_size: int, num_head_channels: int, text_source: str,
+                 text_width: int, text_layers: int, text_heads: int, text_context_length: int,
+                 clip_token_width: int | None, num_clip_tokens: int, learned_sigma: bool, inpaint: bool,
+                 dropout: float, norm_groups: int, resblock_updown: bool, use_checkpoint: bool, patch_size: int,
+                 coord_channels: bool, text_input_norm: bool, text_positions: bool, text_time: str, text_null: str):
+        """Every argument is required: the values of the named sizes live in ``presets.DecoderPreset``."""
         super().__init__()
         if text_time not in TEXT_TIME or text_null not in TEXT_NULL:
             raise ValueError(f"Decoder: text_time={text_time!r} (expected one of {TEXT_TIME}), "

@@ -36,8 +36,9 @@ class DiffusionPrior(nn.Module):
     """
 
     def __init__(self, embed_dim: int, token_width: int, context_length: int, width: int, layers: int,
-                 num_heads: int, *, mlp_ratio: int = 4, dropout: float = 0.0, embed_scale: float = 17.2,
-                 text_null: str = "learned", use_checkpoint: bool = False):
+                 num_heads: int, *, mlp_ratio: int, dropout: float, embed_scale: float, text_null: str,
+                 use_checkpoint: bool):
+        """Every argument is required: the values of the named sizes live in ``presets.PriorPreset``."""
         super().__init__()
         if text_null not in ("learned", "empty_caption"):
             raise ValueError(f"DiffusionPrior: text_null={text_null!r}, expected 'learned' or 'empty_caption'")

@@ -39,7 +39,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 class LowResConditioning(nn.Module):
     """Resize the low-res image to x_t's size and concatenate."""
 
-    def __init__(self, mode: str = "bilinear"):
+    def __init__(self, mode: str):
         super().__init__()
         if mode not in RESIZE_MODES:
             raise ValueError(f"Upsampler: resize_mode={mode!r}, expected one of {RESIZE_MODES}")
@@ -57,9 +57,9 @@ class Upsampler(nn.Module):
     """Convolutional ADM UNet super-resolution model; ``forward`` returns raw [B, 3 or 6, H, W]."""
 
     def __init__(self, *, model_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-                 image_size: int, low_res_size: int, learned_sigma: bool = False,
-                 resize_mode: str = "bilinear", dropout: float = 0.0, norm_groups: int = 32,
-                 resblock_updown: bool = True, use_checkpoint: bool = False, last_step_unet: bool = False):
+                 image_size: int, low_res_size: int, learned_sigma: bool, resize_mode: str, dropout: float,
+                 norm_groups: int, resblock_updown: bool, use_checkpoint: bool, last_step_unet: bool):
+        """Every argument is required: the values of the named sizes live in ``presets.UpsamplerPreset``."""
         super().__init__()
         if image_size % low_res_size:
             raise ValueError(f"Upsampler: image_size={image_size} is not a multiple of low_res_size={low_res_size}")
