@@ -81,7 +81,8 @@ def bench_sample_step(stage, pr, model, dtype, device, args) -> dict:
     b = 2 if stage == "prior" else 1  # prior: n_candidates = 2 for one caption
     inp = make_inputs(stage, pr, b, _size(stage, pr, train=False), device)
     mean_type = "x0" if stage == "prior" else "eps"
-    den = Denoiser(model, make_betas("cosine"), mean_type=mean_type, learned_variance=getattr(pr, "learned_sigma", False))
+    den = Denoiser(model, make_betas("cosine"), mean_type=mean_type,
+                   learned_variance=getattr(pr, "learned_sigma", False))
     x_t, t = inp.pop("x_t"), inp.pop("t")
     if stage in ("prior", "decoder"):
         keys = ("drop_text",) if stage == "prior" else ("drop_text", "drop_image")

@@ -46,9 +46,10 @@ def overrides(stage: str, preset: str, precision: str, data: dict[str, str], run
               batch: int) -> list[str]:
     shards = {"clip": data["train"], "decoder": data["train"], "prior": data["emb"], "sr256": data["d256"],
               "sr1024": data["d1024"]}[stage]
-    out = [f"stage={stage}", f"model={preset}", f"trainer.precision={precision}", "logger=none", "logger.progress=false",
-           "logger.every_steps=1", f"run_dir={run_dir}", f"batch_size={batch}", f"total_samples={batch * steps}",
-           "sample.every_steps=-1", "checkpoint.every_steps=0", f"data.shards={shards}", f"data.val_shards={shards}", "data.resampled=true",
+    out = [f"stage={stage}", f"model={preset}", f"trainer.precision={precision}", "logger=none",
+           "logger.progress=false", "logger.every_steps=1", f"run_dir={run_dir}", f"batch_size={batch}",
+           f"total_samples={batch * steps}", "sample.every_steps=-1", "checkpoint.every_steps=0",
+           f"data.shards={shards}", f"data.val_shards={shards}", "data.resampled=true",
            f"clip.path={data['clip']}", "stage.optim.warmup_steps=0"]
     if stage == "prior":
         out.append("stage.gamma_samples=8")

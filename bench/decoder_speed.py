@@ -146,15 +146,15 @@ def main() -> None:
     diffusion = GaussianDiffusion(make_betas("cosine"))
     rows = [(kind, prec) for kind in ("train step", f"{STEPS}-step DDIM") for prec in ("fp32", "bf16")]
     times = {(name, kind, prec): [] for name in nets for kind, prec in rows}
-    for name, net in nets.items():  # warm-up: allocator, oneDNN kernel selection
+    for net in nets.values():  # warm-up: allocator, oneDNN kernel selection
         for kind, prec in rows:
             train_step(net, prec, train_batch) if kind == "train step" else sample(net, prec, diffusion, z)
     for _ in range(args.repeats):
         for kind, prec in rows:
             for name, net in nets.items():
-                fn = (lambda: train_step(net, prec, train_batch)) if kind == "train step" else \
-                    (lambda: sample(net, prec, diffusion, z))
-                times[(name, kind, prec)].append(fn())
+                seconds = train_step(net, prec, train_batch) if kind == "train step" else \
+                    sample(net, prec, diffusion, z)
+                times[(name, kind, prec)].append(seconds)
     result = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
               "torch": torch.__version__, "params": {n: count_parameters(m) for n, m in nets.items()},
               "train_flops": {n: flops(m, train_batch) for n, m in nets.items()}, "rows": []}

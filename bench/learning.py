@@ -11,8 +11,8 @@ For each arm this runs the real entry point (``train/train.py stage=decoder``) o
   * oracle caption match of 64-px samples from the true z_i + caption of one-object val scenes (``match/…``);
   * training wall time and samples seen.
 
-Writes ``bench/results/learning_<name>.json`` (every arm's curve) and ``learning_<name>_plot.html`` beside it, and prints a
-table of the last evaluation per arm. Arms run one after another (two torch jobs on 2 cores slow each other).
+Writes ``bench/results/learning_<name>.json`` (every arm's curve) and ``learning_<name>_plot.html`` beside it, and
+prints a table of the last evaluation per arm. Arms run one after another (two torch jobs on 2 cores slow each other).
 
     python bench/learning.py --demo-out demo_out --samples 12000 --evals 4 --arms eps,v,v_coords
     python bench/learning.py --demo-out demo_out --arm 'mine=stage.mean_type=v +model.overrides.coord_channels=true'

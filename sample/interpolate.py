@@ -1,5 +1,5 @@
-"""``python -m sample.interpolate ...`` or ``python sample/interpolate.py ...`` from a checkout: the same as the installed
-``unclip-sample interpolate`` (the code is ``unclip/cli/interpolate.py``)."""
+"""``python -m sample.interpolate ...`` or ``python sample/interpolate.py ...`` from a checkout: the same as the
+installed ``unclip-sample interpolate`` (the code is ``unclip/cli/interpolate.py``)."""
 import sys
 from pathlib import Path
 

@@ -41,9 +41,9 @@ def main(d: int = 16, k: int = 8, std: float = 0.05, n: int = 4000) -> None:
     for schedule in ("cosine", "linear"):
         base = GaussianDiffusion(make_betas(schedule, 1000))
         den = MixtureDenoiser(means, std, base.alphas_cumprod)
-        runs = {"ddpm": lambda c, x: sample_ddpm(den, x, c, variance="small", generator=g),
-                "ddim": lambda c, x: sample_ddim(den, x, c, generator=g),
-                "dpmpp_2m": lambda c, x: sample_dpmpp_2m(den, x, c)}
+        runs = {"ddpm": lambda c, x, den=den: sample_ddpm(den, x, c, variance="small", generator=g),
+                "ddim": lambda c, x, den=den: sample_ddim(den, x, c, generator=g),
+                "dpmpp_2m": lambda c, x, den=den: sample_dpmpp_2m(den, x, c)}
         print(f"schedule={schedule}  (sliced W1 to exact samples; lower is better)")
         for steps in (7, 10, 15, 25, 64, 250):
             row = []

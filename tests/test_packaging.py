@@ -84,8 +84,8 @@ def test_one_tiny_job_from_each_command(installed):
     subprocess.run([py, "-c", setup], cwd=cwd, env=installed["env"], check=True, capture_output=True, timeout=300)
     _run(installed, "unclip-precompute", "--clip", "pipe/clip", "--shards", "shards", "--out", "emb")
     train = ("unclip-train", "stage=prior", "logger=none", "logger.progress=false", "run_dir=run", "batch_size=4",
-             "total_samples=8", "clip.path=pipe/clip", "data.shards=emb", "data.val_shards=emb", "stage.gamma_samples=4",
-             "sample.every_steps=-1")
+             "total_samples=8", "clip.path=pipe/clip", "data.shards=emb", "data.val_shards=emb",
+             "stage.gamma_samples=4", "sample.every_steps=-1")
     calibrate = ("unclip-calibrate-moderation", "--clip", "pipe/clip", "--reference", "val", "--n", "24")
     sample = ("unclip-sample", "generate", "pipeline_dir=pipe", "prompts=[a red star,a blue circle]", "n=1",
               "size=64", "out=samples", "preset=fast", "moderation=false")

@@ -55,12 +55,14 @@ def _pipeline_outputs(pipe: UnCLIPPipeline, tag: str) -> dict[str, torch.Tensor]
     out[f"{tag}/generate256"] = px(pipe.generate("a green square", n=2, size=256, seed=3, output_type="pt"))
     out[f"{tag}/variations"] = px(pipe.variations(_img(1), n=2, seed=5, output_type="pt"))
     out[f"{tag}/interpolate"] = px(pipe.interpolate(_img(2), _img(3), steps=3, seed=4, output_type="pt"))
-    out[f"{tag}/text_diff"] = px(pipe.text_diff(_img(4), "a red star", "a blue star", thetas=(0.0, 0.5), seed=6, output_type="pt"))
+    out[f"{tag}/text_diff"] = px(pipe.text_diff(_img(4), "a red star", "a blue star", thetas=(0.0, 0.5), seed=6,
+                                                output_type="pt"))
     keep = np.full((64, 64, 4), 255, dtype=np.uint8)
     keep[16:40, 20:44, 3] = 0  # the hole: transparent pixels, as the Images API's masks
     mask = Image.fromarray(keep, "RGBA")
     out[f"{tag}/edit"] = px(pipe.edit(_img(5), mask, "a yellow triangle", n=2, seed=8, output_type="pt"))
-    out[f"{tag}/outpaint"] = px(pipe.outpaint(_img(6, 48), "a red star", left=8, right=8, top=8, bottom=8, seed=9, output_type="pt"))
+    out[f"{tag}/outpaint"] = px(pipe.outpaint(_img(6, 48), "a red star", left=8, right=8, top=8, bottom=8, seed=9,
+                                              output_type="pt"))
     return out
 
 

@@ -304,8 +304,8 @@ class FrozenCLIP(nn.Module):
         """Write ``directory/config.yaml`` and ``directory/model.safetensors`` (weights + statistics)."""
         config = {"format": FORMAT, "arch": self.arch, "embed_dim": self.embed_dim,
                   "token_width": self.token_width, "context_length": self.context_length,
-                  "has_stats": bool(self.has_stats), "unit_embeddings": self.unit_embeddings, "model_cfg": self.model_cfg,
-                  "preprocess_cfg": self.preprocess_cfg}
+                  "has_stats": bool(self.has_stats), "unit_embeddings": self.unit_embeddings,
+                  "model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg}
         return write_release(directory, config, self, {"format": FORMAT, "arch": self.arch})
 
     @classmethod
@@ -372,9 +372,9 @@ class FrozenCLIP(nn.Module):
 
         Captions longer than ``context_length`` tokens are truncated by the model's tokenizer (the
         last kept position becomes EOT). Returns, float32 on the model's device:
-        ``emb`` [B, D] pooled embedding z_t (L2-normalised unless ``unit_embeddings=False``); ``tokens`` [B, L, W] final-layer per-token
-        features (after ln_final, before the projection); ``mask`` [B, L] bool, True for real tokens
-        including SOT and EOT.
+        ``emb`` [B, D] pooled embedding z_t (L2-normalised unless ``unit_embeddings=False``);
+        ``tokens`` [B, L, W] final-layer per-token features (after ln_final, before the projection);
+        ``mask`` [B, L] bool, True for real tokens including SOT and EOT.
         """
         if isinstance(captions, str):
             raise TypeError("encode_text expects a list of captions, got one str")
@@ -389,7 +389,8 @@ class FrozenCLIP(nn.Module):
         for i in range(0, len(captions), bs):
             ids = self.tokenize(captions[i:i + bs]).to(self.device)
             captured: list[torch.Tensor] = []
-            handle = _text_ln_final(self.model).register_forward_hook(lambda _m, _i, out: captured.append(out))
+            handle = _text_ln_final(self.model).register_forward_hook(
+                lambda _m, _i, out, captured=captured: captured.append(out))
             try:
                 with self._autocast():
                     emb = self.model.encode_text(ids)

@@ -69,10 +69,12 @@ def calibrate(clip, concepts: Sequence[tuple[str, str]], reference: Sequence[Ima
     entries = []
     for j, (category, concept) in enumerate(concepts):
         q, top = float(np.quantile(ref[:, j], quantile)), float(plain[:, j].max())
-        entries.append({"category": category, "text": concept, "threshold": (max(q, top) if plain_floor else q) + margin,
+        entries.append({"category": category, "text": concept,
+                        "threshold": (max(q, top) if plain_floor else q) + margin,
                         "reference_quantile": q, "reference_max": float(ref[:, j].max()), "plain_max": top})
     return {"format": FORMAT, "clip_arch": clip.arch, "clip_digest": clip_digest(clip), "quantile": quantile,
-            "margin": margin, "plain_floor": plain_floor, "n_reference": len(reference), "reference": reference_name, "concepts": entries}
+            "margin": margin, "plain_floor": plain_floor, "n_reference": len(reference), "reference": reference_name,
+            "concepts": entries}
 
 
 def load_calibration(clip_dir: str | Path, clip) -> dict[str, float] | None:

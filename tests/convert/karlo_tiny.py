@@ -71,7 +71,8 @@ def build(cfg: TinyKarlo, seed: int = 0) -> dict:
         block_out_channels=cfg.decoder_widths, layers_per_block=cfg.decoder_blocks, cross_attention_dim=cfg.cross_dim,
         attention_head_dim=cfg.decoder_head_dim, norm_num_groups=cfg.groups, resnet_time_scale_shift="scale_shift",
         class_embed_type="identity")
-    sr = [UNet2DModel(sample_size=cfg.sr_size, in_channels=6, out_channels=3, down_block_types=["ResnetDownsampleBlock2D"] * len(cfg.sr_widths),
+    sr = [UNet2DModel(sample_size=cfg.sr_size, in_channels=6, out_channels=3,
+                      down_block_types=["ResnetDownsampleBlock2D"] * len(cfg.sr_widths),
                       up_block_types=["ResnetUpsampleBlock2D"] * len(cfg.sr_widths), block_out_channels=cfg.sr_widths,
                       layers_per_block=cfg.sr_blocks, norm_num_groups=cfg.groups, resnet_time_scale_shift="scale_shift",
                       add_attention=False) for _ in range(2)]

@@ -83,7 +83,8 @@ def test_prior_matches(karlo):
         # guidance's unconditional half: ours drops the caption; Karlo runs the prior on ""
         (e0, t0, m0), (r0, h0, _) = _text(modules, clip, ["", ""])
         dropped = prior(x, t, emb, tokens, mask, drop_text=torch.ones(2, dtype=torch.bool))
-        close(dropped, ref_prior(x, t, proj_embedding=r0, encoder_hidden_states=h0, attention_mask=m0).predicted_image_embedding)
+        close(dropped, ref_prior(x, t, proj_embedding=r0, encoder_hidden_states=h0,
+                                 attention_mask=m0).predicted_image_embedding)
         close(prior.normalizer.denormalize(x), ref_prior.post_process_latents(x))
 
 

@@ -49,7 +49,8 @@ def test_gain_matches_the_closed_form_for_an_exact_conditional_denoiser():
     lam = 0.3
 
     def half(x_t, t, image_emb, **_):
-        return Prediction(x0=(1 - lam) * image_emb[:, :, None, None].expand_as(x_t) + lam * mean, eps=torch.zeros_like(x_t))
+        return Prediction(x0=(1 - lam) * image_emb[:, :, None, None].expand_as(x_t) + lam * mean,
+                          eps=torch.zeros_like(x_t))
 
     perm = derangement(6, torch.Generator().manual_seed(1))
     region = torch.zeros(6, 1, 8, 8)

@@ -36,14 +36,16 @@ def test_fd_diagonal_gaussians_closed_form():
 def test_fd_full_covariance_matches_commuting_closed_form_and_samples():
     g = torch.Generator().manual_seed(1)
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g, dtype=torch.float64))
-    d1, d2 = torch.tensor([1.0, 2, 3, 4, 5], dtype=torch.float64), torch.tensor([2.0, 1, 1, 3, 0.5], dtype=torch.float64)
+    d1, d2 = (torch.tensor([1.0, 2, 3, 4, 5], dtype=torch.float64),
+              torch.tensor([2.0, 1, 1, 3, 0.5], dtype=torch.float64))
     s1, s2 = q @ torch.diag(d1) @ q.T, q @ torch.diag(d2) @ q.T  # commuting: tr sqrt = Σ sqrt(d1 d2)
     assert trace_sqrt_product(s1, s2) == pytest.approx(float((d1 * d2).sqrt().sum()), rel=1e-10)
     # sample estimate converges to the closed form (rank-deficient inputs do not break the sqrt)
     a = torch.randn(20000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5])
     b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.5]) + 1.0
     assert frechet_distance(a, b) == pytest.approx(3 + 4 + 1 + 0, abs=0.25)
-    low_rank = torch.randn(50, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 8, generator=g, dtype=torch.float64)
+    low_rank = (torch.randn(50, 2, generator=g, dtype=torch.float64)
+                @ torch.randn(2, 8, generator=g, dtype=torch.float64))
     assert math.isfinite(frechet_distance(low_rank, low_rank + 0.1))
 
 

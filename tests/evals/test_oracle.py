@@ -41,8 +41,9 @@ def test_oracle_reads_heldout_combos():
 
 def test_oracle_degrades_gracefully():
     g = np.random.default_rng(0)
-    odd = [np.zeros((64, 64, 3), np.uint8), np.full((256, 256), 255, np.uint8), g.integers(0, 256, (64, 64, 3), dtype=np.uint8),
-           g.random((128, 96, 3)).astype(np.float32), np.zeros((2, 2, 3), np.uint8),
+    odd = [np.zeros((64, 64, 3), np.uint8), np.full((256, 256), 255, np.uint8),
+           g.integers(0, 256, (64, 64, 3), dtype=np.uint8), g.random((128, 96, 3)).astype(np.float32),
+           np.zeros((2, 2, 3), np.uint8),
            Image.new("RGBA", (64, 64), (220, 30, 40, 128)), Image.new("L", (64, 64), 7)]
     for im in odd:
         found = oracle.read_image(im)

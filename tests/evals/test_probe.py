@@ -21,7 +21,8 @@ def _one_hot_colour_features(scenes, noise, seed):
 
 def test_probe_reads_what_the_features_carry_and_nothing_else():
     train, test = _scenes(600, 0), _scenes(300, 1)
-    res = attribute_probe(_one_hot_colour_features(train, 0.05, 0), train, _one_hot_colour_features(test, 0.05, 1), test)
+    res = attribute_probe(_one_hot_colour_features(train, 0.05, 0), train,
+                          _one_hot_colour_features(test, 0.05, 1), test)
     assert res["color"]["accuracy"] > 0.95
     for attr in ("shape", "position"):  # not in the features: near chance (the most frequent label)
         assert res[attr]["accuracy"] < res[attr]["chance"] + 0.12, (attr, res[attr])

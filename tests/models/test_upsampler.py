@@ -68,6 +68,7 @@ def test_bsr_degradation_is_random_bounded_and_reproducible():
     mild = BSRConfig(iso_sigma=(0.1, 0.1), p_isotropic=1.0, resize_scale=(1.0, 1.0), noise_sigma=(0.0, 0.0),
                      jpeg_quality=(95, 95))
     ramp = torch.linspace(-0.8, 0.8, 32)
-    smooth = torch.stack([ramp[None, :].expand(32, 32), ramp[:, None].expand(32, 32), 0.5 * ramp[None, :] * ramp[:, None]])
+    smooth = torch.stack([ramp[None, :].expand(32, 32), ramp[:, None].expand(32, 32),
+                          0.5 * ramp[None, :] * ramp[:, None]])
     smooth = smooth[None].expand(2, -1, -1, -1)  # JPEG keeps a smooth image; noise would lose its chroma
     assert (bsr_degradation(smooth, torch.Generator().manual_seed(0), mild) - smooth).abs().mean() < 0.03

@@ -14,13 +14,13 @@ def reference_attention(q, k, v, allowed=None):
 
 
 def heads(x, n):
-    b, l, c = x.shape
-    return x.reshape(b, l, n, c // n).permute(0, 2, 1, 3)
+    b, length, c = x.shape
+    return x.reshape(b, length, n, c // n).permute(0, 2, 1, 3)
 
 
 def unheads(x):
-    b, n, l, d = x.shape
-    return x.permute(0, 2, 1, 3).reshape(b, l, n * d)
+    b, n, length, d = x.shape
+    return x.permute(0, 2, 1, 3).reshape(b, length, n * d)
 
 
 def randomize(module):

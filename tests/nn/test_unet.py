@@ -182,7 +182,7 @@ def test_unet_coord_channels_feed_the_first_conv():
     for patch in (1, 2):
         model = perturb(tiny_unet(coord_channels=True, patch_size=patch)).eval()
         seen = []
-        model.input_blocks[0][0].register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+        model.input_blocks[0][0].register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(i[0].shape)))
         with torch.no_grad():
             out = model(x, t)
             conv = model.input_blocks[0][0]

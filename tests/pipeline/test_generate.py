@@ -63,8 +63,10 @@ def test_paper_preset_uses_analytic_gamma_and_candidates(pipeline_dir):
     p = UnCLIPPipeline.load(pipeline_dir, settings="paper", moderation=False)
     st = {"prior": {"steps": 25}, "decoder": {"steps": 3, "sampler": "ddpm"}}  # Γ is stored for 25 and 64 steps
     r = p.generate("a red star", seed=0, settings={"preset": "paper", **st})
-    assert r.records[0]["settings"]["prior"]["n_candidates"] == 2 and r.records[0]["settings"]["prior"]["variance"] == "auto"
-    r2 = p.generate("a red star", seed=0, settings={"preset": "paper", **st, "prior": {"steps": 25, "variance": "analytic"}})
+    assert (r.records[0]["settings"]["prior"]["n_candidates"] == 2
+            and r.records[0]["settings"]["prior"]["variance"] == "auto")
+    r2 = p.generate("a red star", seed=0,
+                    settings={"preset": "paper", **st, "prior": {"steps": 25, "variance": "analytic"}})
     assert np.abs(_arr(r.images[0]) - _arr(r2.images[0])).max() <= 2  # auto = analytic when Γ is stored
 
 
@@ -185,5 +187,6 @@ def test_step_callback_may_replace_the_latents(pipe):
     black = pipe.generate("a red star", seed=2, callback=blacken)
     assert _arr(black.images[0]).max() == 0
     swapped = pipe.generate("a red star", seed=2, settings={"decoder": {"sampler": "ddpm"}},
-                            callback=lambda stage, i, n, x: torch.zeros_like(x) if stage == "decoder" and i == 0 else None)
+                            callback=lambda stage, i, n, x: (torch.zeros_like(x)
+                                                             if stage == "decoder" and i == 0 else None))
     assert np.abs(_arr(swapped.images[0]) - _arr(plain.images[0])).mean() > 1

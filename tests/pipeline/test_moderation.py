@@ -35,7 +35,8 @@ def test_config_typos_fail():
 
 
 def _scene(shape, color, position, size="large"):
-    cell = {"top left": (1 / 6, 1 / 6), "center": (0.5, 0.5), "bottom right": (5 / 6, 5 / 6), "top right": (5 / 6, 1 / 6)}
+    cell = {"top left": (1 / 6, 1 / 6), "center": (0.5, 0.5), "bottom right": (5 / 6, 5 / 6),
+            "top right": (5 / 6, 1 / 6)}
     bg = Background("plain", "grey", BACKGROUNDS["grey"][0])
     return render(Scene((ShapeObject(shape, color, size, position, cell[position]),), bg), 64)
 

@@ -76,8 +76,8 @@ def test_bradley_terry_ranking_and_judges_side_by_side(tmp_path):
         systems = store.systems()
         for rater in ("r1", "r2"):
             for p in store.pairs():
-                l, r = systems[p["left_system"]], systems[p["right_system"]]
-                _vote_for(store, rater, p, l if strength[l] > strength[r] else r)
+                left, right = systems[p["left_system"]], systems[p["right_system"]]
+                _vote_for(store, rater, p, left if strength[left] > strength[right] else right)
         verdicts = [{"question": "realism", "prompt": p, "system_a": "sysC", "system_b": "sysA", "winner": "A"}
                     for p in PROMPTS] + [{"question": "caption", "prompt": PROMPTS[0], "system_a": "sysA",
                                           "system_b": "sysB", "winner": "tie", "seed": 0}]

@@ -82,8 +82,8 @@ def test_precompute_command_skips_the_corrupt_jpg_and_validates(photos):
 
 @pytest.mark.parametrize("stage", ["clip", "decoder", "sr256", "prior"])
 def test_each_stage_trains_on_photos(stage, photos, tmp_path):
-    data = {"train": photos["train"], "val": photos["val"], "d256": photos["train"], "d1024": photos["train"], "clip": photos["clip"],
-            "emb_train": photos["emb"], "emb_val": photos["emb"]}
+    data = {"train": photos["train"], "val": photos["val"], "d256": photos["train"], "d1024": photos["train"],
+            "clip": photos["clip"], "emb_train": photos["emb"], "emb_val": photos["emb"]}
     extra = {"decoder": ["sample.every_steps=0", "sample.n=2", "sample.steps=2", "sample.gain_n=4",
                          "sample.gain_timesteps=[500]", "sample.match_n=2"],
              "sr256": ["data.min_image_size=64", "data.val_shards=" + photos["val"]]}.get(stage, [])

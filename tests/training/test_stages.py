@@ -17,7 +17,8 @@ from .conftest import PYTHON, REPO, TRAIN, compose_cfg, overrides_for, subproces
 @pytest.mark.parametrize("stage", ["clip", "prior", "decoder", "sr256", "sr1024"])
 def test_stage_trains_and_exports(stage, tiny_data, tmp_path):
     export_dir = tmp_path / "pipeline"
-    extra = ["sample.every_steps=0", "sample.n=2", "sample.steps=2"] if stage in ("clip", "prior", "sr256", "decoder") else []
+    extra = (["sample.every_steps=0", "sample.n=2", "sample.steps=2"]
+             if stage in ("clip", "prior", "sr256", "decoder") else [])
     summary = train(compose_cfg(overrides_for(stage, tiny_data, tmp_path / "run", f"export_dir={export_dir}", *extra)))
     assert summary["steps"] >= 2 and all(map(lambda x: x == x, summary["losses"]))  # finite
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")

@@ -158,7 +158,8 @@ def convert_decoder(directory: Path, text_proj_dir: Path, clip: FrozenCLIP, diff
         raise ConversionError(f"{directory}: in/out channels {config['in_channels']}/{config['out_channels']}, "
                               "expected 3 in and 3 or 6 (learned σ) out")
     tokens, dim = proj_cfg.get("clip_extra_context_tokens", 4), proj_cfg["clip_embeddings_dim"]
-    if proj_cfg.get("cross_attention_dim", width) != width or proj_cfg.get("time_embed_dim") != 4 * unet["model_channels"]:
+    if (proj_cfg.get("cross_attention_dim", width) != width
+            or proj_cfg.get("time_embed_dim") != 4 * unet["model_channels"]):
         raise ConversionError(f"{name}: text_proj widths do not match the decoder's")
     fields = {"clip_embed_dim": dim, "clip_token_width": dim, "clip_context_length": clip.context_length,
               "image_size": size, "model_channels": unet["model_channels"], "channel_mult": unet["channel_mult"],

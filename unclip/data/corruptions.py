@@ -22,7 +22,8 @@ from PIL import Image
 
 def _check(x: torch.Tensor, name: str) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-        raise ValueError(f"{name}: expected a float image batch [B, 3, H, W] in [-1, 1], got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected a float image batch [B, 3, H, W] in [-1, 1], "
+                         f"got {x.dtype} {tuple(x.shape)}")
 
 
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> dict:
         gathered = [e for part in all_gather_object(entries) for e in part]
         order = {p.name: i for i, p in enumerate(shards)}
         gathered.sort(key=lambda e: order[e["embedding_shard"]])
-        summary = {"rank": env.rank, "rank_shards": len(mine), "shards": len(gathered), "samples": sum(e["count"] for e in gathered),
-                   "skipped": sum(len(e["skipped"]) for e in gathered), "seconds": round(time.perf_counter() - t0, 1)}
+        summary = {"rank": env.rank, "rank_shards": len(mine), "shards": len(gathered),
+                   "samples": sum(e["count"] for e in gathered), "skipped": sum(len(e["skipped"]) for e in gathered),
+                   "seconds": round(time.perf_counter() - t0, 1)}
         if env.is_main:
             summary["manifest"] = str(write_manifest(out, clip, args.image_field, gathered))
             if args.validate:

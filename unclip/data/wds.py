@@ -317,7 +317,8 @@ def decode_sample(
     e = 0 if epoch is None else epoch.get()
 
     def fit(image, r):
-        return fit_square(image, r, crop=crop, min_size=min_size, offset_fn=lambda span: crop_offset(seed, e, key, span))
+        return fit_square(image, r, crop=crop, min_size=min_size,
+                          offset_fn=lambda span: crop_offset(seed, e, key, span))
 
     try:
         _, data = image_member(sample)

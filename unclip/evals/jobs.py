@@ -262,7 +262,8 @@ def _report_compare(report: Report, names, results, pairs, ranking, grid_prompts
         *_oracle_blocks(names, results),
         table_block(["system", "images", "full match", *attrs, "CLIP score"],
                     [[n, r["summary"]["all"]["n"], _num(r["summary"]["all"]["full_match"]),
-                      *(_num(r["summary"]["all"]["accuracy"][a]) for a in attrs), _num(r["summary"]["all"]["clip_score"])]
+                      *(_num(r["summary"]["all"]["accuracy"][a]) for a in attrs),
+                      _num(r["summary"]["all"]["clip_score"])]
                      for n, r in zip(names, results)]),
         bars_block("caption match per attribute", attrs,
                    {n: [_num(r["summary"]["all"]["accuracy"][a]) for a in attrs] for n, r in zip(names, results)},

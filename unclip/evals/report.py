@@ -167,7 +167,8 @@ def svg_lines(block: Mapping[str, Any]) -> str:
         body.append(f'<text x="{f.x(t):.1f}" y="{f.H - f.B + 14}" font-size="10" text-anchor="middle">{_fmt(t)}</text>')
     for i, v in enumerate(series.values()):
         path = " ".join(f"{f.x(x):.1f},{f.y(y):.1f}" for x, y in v)
-        body.append(f'<polyline fill="none" stroke="{_PALETTE[i % len(_PALETTE)]}" stroke-width="1.5" points="{path}"/>')
+        body.append(f'<polyline fill="none" stroke="{_PALETTE[i % len(_PALETTE)]}" stroke-width="1.5" '
+                    f'points="{path}"/>')
     return f.svg(body + f.legend(list(series)))
 
 
@@ -199,7 +200,8 @@ def svg_bars(block: Mapping[str, Any]) -> str:
                             f'H{cx + 4:.1f} M{cx - 4:.1f} {f.y(hi):.1f} H{cx + 4:.1f}" stroke="#000" fill="none"/>')
     if block.get("reference") is not None:
         yy = f.y(block["reference"])
-        body.append(f'<line x1="{f.L}" y1="{yy:.1f}" x2="{f.W - f.R}" y2="{yy:.1f}" stroke="#555" stroke-dasharray="4 3"/>')
+        body.append(f'<line x1="{f.L}" y1="{yy:.1f}" x2="{f.W - f.R}" y2="{yy:.1f}" stroke="#555" '
+                    'stroke-dasharray="4 3"/>')
     return f.svg(body + f.legend(list(series)))
 
 

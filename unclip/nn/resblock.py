@@ -43,9 +43,11 @@ class ResBlock(nn.Module):
         self.in_act = nn.SiLU()
         self.in_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         if up:
-            self.h_resample, self.x_resample = Upsample(in_channels, use_conv=False), Upsample(in_channels, use_conv=False)
+            self.h_resample = Upsample(in_channels, use_conv=False)
+            self.x_resample = Upsample(in_channels, use_conv=False)
         elif down:
-            self.h_resample, self.x_resample = Downsample(in_channels, use_conv=False), Downsample(in_channels, use_conv=False)
+            self.h_resample = Downsample(in_channels, use_conv=False)
+            self.x_resample = Downsample(in_channels, use_conv=False)
         else:
             self.h_resample, self.x_resample = nn.Identity(), nn.Identity()
 

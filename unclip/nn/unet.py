@@ -135,7 +135,9 @@ class UNet(nn.Module):
                 f"(valid: {sorted(valid_ds)}); convert pixel resolutions with attention_downsample_factors"
             )
         if num_res_blocks < 1 or levels < 1:
-            raise ValueError(f"UNet: need num_res_blocks >= 1 and channel_mult non-empty, got {num_res_blocks}, {channel_mult}")
+            raise ValueError(
+                f"UNet: need num_res_blocks >= 1 and channel_mult non-empty, got {num_res_blocks}, {channel_mult}"
+            )
 
         self.in_channels, self.out_channels = in_channels, out_channels
         self.model_channels = model_channels
@@ -160,7 +162,8 @@ class UNet(nn.Module):
         self.time_embed = TimestepEmbedding(model_channels, self.emb_dim)
 
         ch = model_channels * channel_mult[0]
-        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d((in_channels + 2 * coord_channels) * patch_size**2, ch, 3, padding=1)])])
+        stem_channels = (in_channels + 2 * coord_channels) * patch_size**2
+        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(stem_channels, ch, 3, padding=1)])])
         skip_chans, ds = [ch], 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -192,7 +195,9 @@ class UNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(layers))
 
         self.out = nn.Sequential(
-            group_norm(ch, norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1))
+            group_norm(ch, norm_groups),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1)),
         )
 
     def forward(
@@ -222,7 +227,8 @@ class UNet(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)  # [B, C + C_skip, H/ds, W/ds]
             h = block(h, emb, context, context_mask)  # [B, C_level, H/ds', W/ds']
         out = self.out(h)  # [B, out_channels·p², H/p, W/p]
-        out = nn.functional.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # [B, out_channels, H, W]
+        if self.patch_size > 1:
+            out = nn.functional.pixel_shuffle(out, self.patch_size)  # [B, out_channels, H, W]
         return out.contiguous()
 
     def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, emb_cond: torch.Tensor | None) -> None:

@@ -14,7 +14,8 @@ import time
 class ImageStore:
     def __init__(self, ttl_s: float, max_bytes: int, clock=time.monotonic) -> None:
         self.ttl_s, self.max_bytes, self._clock = ttl_s, max_bytes, clock
-        self._items: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()  # id -> (expiry, png)
+        # id -> (expiry, png)
+        self._items: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 

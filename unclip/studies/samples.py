@@ -100,10 +100,13 @@ def check_matching(sets: Sequence[SampleSet]) -> list[str]:
         if missing or extra:
             parts = []
             if missing:
-                parts.append(f"{len(missing)} prompt(s) of {ref.system!r} missing from {other.system!r}: {_preview(missing)}")
+                parts.append(f"{len(missing)} prompt(s) of {ref.system!r} missing from {other.system!r}: "
+                             f"{_preview(missing)}")
             if extra:
-                parts.append(f"{len(extra)} prompt(s) of {other.system!r} missing from {ref.system!r}: {_preview(extra)}")
-            raise StudyError(f"prompts do not match between {str(ref.root)!r} and {str(other.root)!r}: " + "; ".join(parts))
+                parts.append(f"{len(extra)} prompt(s) of {other.system!r} missing from {ref.system!r}: "
+                             f"{_preview(extra)}")
+            raise StudyError(f"prompts do not match between {str(ref.root)!r} and {str(other.root)!r}: "
+                             + "; ".join(parts))
     prompts = sorted(ref.by_prompt)
     for p in prompts:
         common = set.intersection(*(set(s.by_prompt[p]) for s in sets))
