@@ -157,7 +157,8 @@ class Moderator:
         if self.image_filter.clip is None:
             raise RuntimeError("Moderator.check_images needs a FrozenCLIP")
         clip = self.image_filter.clip
-        emb = clip.encode_image(images, value_range=(-1.0, 1.0)) if torch.is_tensor(images) else clip.encode_image(images)
+        tensor = torch.is_tensor(images)
+        emb = clip.encode_image(images, value_range=(-1.0, 1.0)) if tensor else clip.encode_image(images)
         return self.check_image_embeddings(emb)
 
     def require_prompt_ok(self, text: str) -> None:

@@ -35,7 +35,8 @@ def dispatch(prog: str, commands: dict[str, str], doc: str) -> int:
     """``prog SUBCOMMAND [args]``: run the Hydra job in module ``commands[SUBCOMMAND]`` with the rest."""
     sub = sys.argv[1] if len(sys.argv) > 1 else ""
     if sub not in commands:
-        print(doc.strip() + f"\n\nusage: {prog} {{{','.join(commands)}}} [key=value ...]  (-h after a command: its help)",
+        usage = f"usage: {prog} {{{','.join(commands)}}} [key=value ...]  (-h after a command: its help)"
+        print(doc.strip() + "\n\n" + usage,
               file=sys.stdout if sub in ("-h", "--help") else sys.stderr)
         return 0 if sub in ("-h", "--help") else 2
     sys.argv = [f"{prog} {sub}", *sys.argv[2:]]

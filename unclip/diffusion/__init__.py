@@ -23,7 +23,9 @@ from .schedules import make_betas
 
 __all__ = [
     "Denoiser", "GaussianDiffusion", "HybridLoss", "MSELoss", "MeanType", "Prediction", "VLBLoss", "VarType",
-    "analytic_variance", "classifier_free_guidance", "clip_x0", "derive_seed", "ddim_invert", "discretized_gaussian_log_likelihood",
+    "analytic_variance", "classifier_free_guidance", "clip_x0", "derive_seed", "ddim_invert",
+    "discretized_gaussian_log_likelihood",
     "dynamic_threshold", "estimate_analytic_gamma", "make_betas", "make_generators", "mean_flat", "normal_kl",
-    "randn", "randn_like", "respace_betas", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_repaint", "space_timesteps",
+    "randn", "randn_like", "respace_betas", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_repaint",
+    "space_timesteps",
 ]

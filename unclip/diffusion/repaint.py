@@ -41,5 +41,5 @@ def sample_repaint(denoiser, x: Tensor, chain: GaussianDiffusion, known: Tensor,
             if u < resample - 1:  # jump back to step i and denoise again
                 beta = float(chain.betas[i])
                 x = math.sqrt(1 - beta) * x + math.sqrt(beta) * randn_like(x, generator)
-        x = apply_step_end(step_end, step, chain.timesteps[i], x)  # the latents after the step; step_end may replace them
+        x = apply_step_end(step_end, step, chain.timesteps[i], x)  # the latents after the step (may be replaced)
     return x

@@ -142,7 +142,8 @@ def _reverse_log_variance(diffusion: GaussianDiffusion, variance: VarType | str,
 def sample_ddpm(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *,
                 variance: VarType | str = VarType.FIXED_SMALL, gamma: np.ndarray | None = None,
                 cond: dict | None = None, generator=None, callback: Callback | None = None,
-                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None,
+                progress: bool = False) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, Alg. 2): x_{t−1} = μ̃_t(pred_x0, x_t) + σ_t·z, with σ_t² from
     `variance`: "small" β̃_t, "large" β_t, "learned" (the prediction's var_frac on this chain's β and β̃,
     Nichol & Dhariwal 2021) or "analytic" (Analytic-DPM, Bao et al. 2022; needs `gamma`, see
@@ -165,7 +166,8 @@ def sample_ddpm(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
 @torch.no_grad()
 def sample_ddim(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *, eta: float = 0.0,
                 cond: dict | None = None, generator=None, callback: Callback | None = None,
-                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None,
+                progress: bool = False) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): x_{t−1} = sqrt(ᾱ_{t−1})·pred_x0 + sqrt(1 − ᾱ_{t−1} − σ_t²)·ε_θ + σ_t·z,
     σ_t = η·sqrt((1−ᾱ_{t−1})/(1−ᾱ_t))·sqrt(1 − ᾱ_t/ᾱ_{t−1}). η = 0 is deterministic; η = 1 is DDPM with β̃."""
     x = _start(x, generator, device, dtype)
@@ -187,7 +189,8 @@ def sample_ddim(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: Gaus
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: DenoiserFn, x: Tensor | Sequence[int], diffusion: GaussianDiffusion, *,
                     cond: dict | None = None, generator=None, callback: Callback | None = None,
-                    step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None, progress: bool = False) -> Tensor:
+                    step_end: StepEnd | None = None, x0_transform: X0Transform | None = None, device=None, dtype=None,
+                progress: bool = False) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep data prediction in λ = log(α/σ), α = sqrt(ᾱ),
     σ = sqrt(1−ᾱ), over the chain's steps: x_{i−1} = (σ_{i−1}/σ_i)·x_i − α_{i−1}·(e^{−h} − 1)·D with
     h = λ_{i−1} − λ_i and D = (1 + 1/2r)·x0_i − (1/2r)·x0_{i+1}, r = h_prev/h; first order (D = x0_i) on

@@ -20,8 +20,10 @@ from .text_encoder import TextEncoder, TextSource
 from .upsampler import LowResConditioning, Upsampler, random_aligned_crop, sample_upsampler
 
 __all__ = [
-    "MASK_KINDS", "PAPER_DIFFUSION", "PIPELINE_STAGES", "SIZES", "UPSAMPLER_SIZES", "StageSpec", "load_stage", "save_stage", "REGISTRY", "STAGES", "Decoder", "DecoderPreset", "DiffusionPrior", "EmbeddingNormalizer",
-    "LowResConditioning", "PriorPreset", "TextEncoder", "TextSource", "Upsampler", "UpsamplerPreset", "build", "get_preset",
+    "MASK_KINDS", "PAPER_DIFFUSION", "PIPELINE_STAGES", "SIZES", "UPSAMPLER_SIZES", "StageSpec", "load_stage",
+    "save_stage", "REGISTRY", "STAGES", "Decoder", "DecoderPreset", "DiffusionPrior", "EmbeddingNormalizer",
+    "LowResConditioning", "PriorPreset", "TextEncoder", "TextSource", "Upsampler", "UpsamplerPreset", "build",
+    "get_preset",
     "prior_analytic_gamma", "random_aligned_crop", "random_inpaint_mask", "sample_decoder", "sample_drop_mask",
     "sample_prior", "sample_upsampler", "invert_decoder",
 ]

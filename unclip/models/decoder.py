@@ -60,7 +60,8 @@ class Decoder(nn.Module):
         in_channels = IMAGE_CHANNELS + (IMAGE_CHANNELS + 1 if inpaint else 0)
         self.unet = UNet(
             in_channels, IMAGE_CHANNELS * (2 if learned_sigma else 1), model_channels, channel_mult, num_res_blocks,
-            attention_downsample_factors(image_size // patch_size, attention_resolutions), num_head_channels=num_head_channels,
+            attention_downsample_factors(image_size // patch_size, attention_resolutions),
+            num_head_channels=num_head_channels,
             context_dim=text_width, dropout=dropout, resblock_updown=resblock_updown, norm_groups=norm_groups,
             use_checkpoint=use_checkpoint, patch_size=patch_size, coord_channels=coord_channels,
         )
@@ -82,7 +83,8 @@ class Decoder(nn.Module):
                 masked_image: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 text_emb: torch.Tensor | None = None) -> torch.Tensor:
         """x_t [B, 3, H, W], t [B], image_emb z_i [B, D]; text_tokens [B, L] ids or [B, L, W_clip] features
-        (None = no caption: the text null, as a dropped caption of the full context length); text_mask [B, L] bool; drop_* [B] bool;
+        (None = no caption: the text null, as a dropped caption of the full context length); text_mask [B, L] bool;
+        drop_* [B] bool;
         inpainting: masked_image [B, 3, H, W], mask [B, 1, H, W] (1 = known) -> [B, 3·(1+learned σ), H, W];
         text_emb: the caption's CLIP z_t [B, D] (with ``text_time="clip_embedding"``, added to the time embedding)."""
         b = x_t.shape[0]

@@ -84,7 +84,8 @@ class StageSpec:
         if d.get("format") != FORMAT:
             raise ValueError(f"{source}: not an unclip stage config (format {d.get('format')!r}, expected {FORMAT!r})")
         # Rebuild from the resolved fields, so a release survives later changes to the named presets.
-        return cls(stage=d["stage"], preset=d["preset"], overrides=_changed_fields(d["stage"], d["preset"], d["fields"]),
+        overrides = _changed_fields(d["stage"], d["preset"], d["fields"])
+        return cls(stage=d["stage"], preset=d["preset"], overrides=overrides,
                    schedule=d["schedule"], num_timesteps=int(d["num_timesteps"]), mean_type=d["mean_type"],
                    extra=dict(d.get("extra") or {}))
 

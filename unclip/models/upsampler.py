@@ -3,9 +3,10 @@ convolutions only (no attention), not conditioned on the caption.
 
 The low-resolution image is resized to the target size and concatenated to x_t as extra input
 channels (``LowResConditioning``, one small module rather than a parallel UNet subclass); the
-training corrupts it as the paper does (Gaussian blur for sr256, BSR degradation for sr1024). Trained on crops a quarter of the target size and sampled at full
-size (the net is fully convolutional) with DDIM: 27 steps for sr256, 15 for sr1024. ``last_step_unet``
-adds Karlo's second network, used for the final step (t = 0) only (unclip/convert/karlo.py).
+training corrupts it as the paper does (Gaussian blur for sr256, BSR degradation for sr1024). Trained on
+crops a quarter of the target size and sampled at full size (the net is fully convolutional) with DDIM:
+27 steps for sr256, 15 for sr1024 (the pipeline's "paper" settings). ``last_step_unet`` adds Karlo's
+second network, used for the final step (t = 0) only (unclip/convert/karlo.py).
 """
 from __future__ import annotations
 
@@ -96,9 +97,11 @@ def random_aligned_crop(high: torch.Tensor, low: torch.Tensor, crop_size: int,
     b, _, h, w = high.shape
     s = h // low.shape[2]
     if low.shape[0] != b or s < 1 or low.shape[2] * s != h or low.shape[3] * s != w:
-        raise ValueError(f"random_aligned_crop: low {tuple(low.shape)} is not high {tuple(high.shape)} / an integer scale")
+        raise ValueError(f"random_aligned_crop: low {tuple(low.shape)} is not high {tuple(high.shape)} / "
+                         "an integer scale")
     if crop_size % s or not 0 < crop_size <= min(h, w):
-        raise ValueError(f"random_aligned_crop: crop_size={crop_size} must be a multiple of the scale {s} and <= {min(h, w)}")
+        raise ValueError(f"random_aligned_crop: crop_size={crop_size} must be a multiple of the scale {s} "
+                         f"and <= {min(h, w)}")
     c = crop_size // s
     ys = torch.randint(0, low.shape[2] - c + 1, (b,), generator=generator).tolist()
     xs = torch.randint(0, low.shape[3] - c + 1, (b,), generator=generator).tolist()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from unclip.clip import FrozenCLIP
 from unclip.diffusion import derive_seed
@@ -58,7 +59,8 @@ class UnCLIPPipeline:
              dtype: torch.dtype = torch.float32, settings: str | PipelineSettings | dict = "fast",
              moderation: bool | str | os.PathLike | Any = True) -> UnCLIPPipeline:
         """Load every stage present. ``dtype``: float32, or bfloat16 (or float16 on CUDA) to run the networks
-        under autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper", "fast"), PipelineSettings or overrides.
+        under autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper",
+        "fast"), PipelineSettings or overrides.
         ``moderation``: True (configs/moderation/default.yaml), False (off, for research), a config
         path, or a ``Moderator``."""
         root = Path(pipeline_dir)
@@ -82,7 +84,8 @@ class UnCLIPPipeline:
         if "sr1024" in stages and "sr256" not in stages:
             raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
         settings = resolve_settings(settings, PRESETS["fast"])
-        return cls(clip, stages, str(root.resolve()), settings=settings, moderator=_moderator(moderation, clip, root / "clip"))
+        moderator = _moderator(moderation, clip, root / "clip")
+        return cls(clip, stages, str(root.resolve()), settings=settings, moderator=moderator)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write this pipeline as a directory ``load`` reads: clip/ (with its moderation calibration, when it
@@ -180,7 +183,7 @@ class UnCLIPPipeline:
                 break
             kn = kp = None
             if known is not None:
-                kn = torch.nn.functional.interpolate(known, size=out_size, mode="area") if known.shape[-1] != out_size else known
+                kn = known if known.shape[-1] == out_size else F.interpolate(known, size=out_size, mode="area")
                 kp = resize_keep(keep, out_size)
             x = run_upsampler(self.stages[name], st.stage(name), x, seeds, index, known=kn, keep=kp,
                               callback=self._stage_cb(name, callback, bars.get(name)))
@@ -237,7 +240,8 @@ class UnCLIPPipeline:
         if latents is not None and tuple(latents.shape) != (len(flat), 3, side, side):
             raise InputError("latents", f"latents must be [{len(flat)}, 3, {side}, {side}] (one x_T per image), "
                                         f"got {tuple(latents.shape)}")
-        names = (["prior"] if source == "prior" else []) + ["decoder"] + [nm for nm, s in UPSAMPLER_SIZES.items() if s <= size]
+        ups = [nm for nm, s in UPSAMPLER_SIZES.items() if s <= size]
+        names = (["prior"] if source == "prior" else []) + ["decoder"] + ups
         bars = self._bars(progress, names, 1)
         outs = []
         for lo in range(0, len(flat), st.batch_size):

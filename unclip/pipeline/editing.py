@@ -51,9 +51,8 @@ def _check_upload_pixels(pipe: UnCLIPPipeline, image: Image.Image) -> None:
 
 
 @torch.no_grad()
-def edit(pipe: UnCLIPPipeline, image, mask, prompt: str, n: int = 1, size: int = 64, seed: int | None = None, settings=None,
-         callback=None, progress: bool = False,
-         sample_seeds=None, output_type: str = "pil"):
+def edit(pipe: UnCLIPPipeline, image, mask, prompt: str, n: int = 1, size: int = 64, seed: int | None = None,
+         settings=None, callback=None, progress: bool = False, sample_seeds=None, output_type: str = "pil"):
     """Repaint the fully transparent pixels of ``mask`` (or of ``image`` when mask is None) to match
     ``prompt``. Outside the hole the output equals the input resized to ``size`` (exactly: the seam
     blend lies inside the hole)."""
@@ -117,7 +116,8 @@ def outpaint(pipe: UnCLIPPipeline, image, prompt: str, *, left: int = 0, right: 
     keep = torch.zeros(1, 1, H, W, device=pipe.device)
     canvas_x[..., top:top + h, left:left + w] = to_tensor(image).to(pipe.device)
     alpha = image.convert("RGBA").getchannel("A") if image.mode in ("RGBA", "LA", "PA", "P") else None
-    keep[..., top:top + h, left:left + w] = 1.0 if alpha is None else (to_tensor(alpha.convert("RGB"))[:, :1] > -1).float()
+    known_px = 1.0 if alpha is None else (to_tensor(alpha.convert("RGB"))[:, :1] > -1).float()
+    keep[..., top:top + h, left:left + w] = known_px
     seed, seeds = pipe._seeds(seed, n)
     bars = pipe._bars(progress, ["prior", "decoder"], 1)
     text, z = _text_and_prior(pipe, prompt, seeds, st, callback, bars)  # one z_i per canvas: tiles agree

@@ -48,7 +48,8 @@ def _invert(pipe: UnCLIPPipeline, x0: torch.Tensor, z: torch.Tensor, st, callbac
     return run_invert(pipe.stages["decoder"], st, x0, z, callback=pipe._stage_cb("invert", callback, bar))
 
 
-def _decode_latents(pipe: UnCLIPPipeline, z: torch.Tensor, x_t: torch.Tensor, seeds, size, st, eta: float, callback, bars):
+def _decode_latents(pipe: UnCLIPPipeline, z: torch.Tensor, x_t: torch.Tensor, seeds, size, st, eta: float, callback,
+                    bars):
     dec_st = dataclasses.replace(st.decoder, sampler="ddim", eta=eta)
     outs = []
     for lo in range(0, z.shape[0], st.batch_size):
@@ -112,13 +113,14 @@ def interpolate(pipe: UnCLIPPipeline, image_a, image_b, steps: int = 5, size: in
 
 
 @torch.no_grad()
-def text_diff(pipe: UnCLIPPipeline, image, caption: str, new_caption: str, thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-              size: int = 64, seed: int | None = None, settings=None, callback=None, progress: bool = False,
-              output_type: str = "pil"):
+def text_diff(pipe: UnCLIPPipeline, image, caption: str, new_caption: str,
+              thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), size: int = 64, seed: int | None = None,
+              settings=None, callback=None, progress: bool = False, output_type: str = "pil"):
     """§3.3: z_d = normalize(z_t(new) − z_t(caption)); frames from slerp(z_i, z_d, θ) with the image's
     inverted x_T fixed (DDIM η = 0)."""
     check_output_type(output_type)
-    caption, new_caption = pipe._check_prompts(caption, "caption")[0], pipe._check_prompts(new_caption, "new_caption")[0]
+    caption = pipe._check_prompts(caption, "caption")[0]
+    new_caption = pipe._check_prompts(new_caption, "new_caption")[0]
     thetas = [float(t) for t in thetas]
     if not thetas or not all(0.0 <= t <= 1.0 for t in thetas):
         raise InputError("thetas", f"thetas={thetas}: expected a non-empty list of values in [0, 1]")

@@ -112,7 +112,8 @@ class _ProbeBatches:
             want = max(c.n, c.gain_n, c.match_n) if self.instrument else c.n
             limit = 4 * max(want, 1)  # enough for match_n one-object scenes at shapes' 50%, bounded otherwise
             val = shard_pipeline(self.cfg.data.val_shards or self.cfg.data.shards, batch_size=max(want, 1),
-                                 fields=("image", "caption", "scene"), size=self.size, min_size=self.cfg.data.min_image_size,
+                                 fields=("image", "caption", "scene"), size=self.size,
+                                 min_size=self.cfg.data.min_image_size,
                                  shuffle_shards=False, rank=0, world_size=1)
             rows, ones = [], 0
             for images, captions, scenes in val:
