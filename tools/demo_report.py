@@ -23,6 +23,7 @@ from unclip.evals import jobs
 from unclip.evals.report import Report, image_grid_block, lines_block, loss_curves_blocks, table_block, text_block
 from unclip.io import atomic_write_json
 from unclip.metrics import wilson_interval
+from unclip.models import PIPELINE_STAGES, STAGES
 from unclip.pipeline import UnCLIPPipeline
 
 SYSTEMS = {
@@ -69,7 +70,7 @@ def _settings(cfg: dict) -> dict:
 
 def _marker(out: Path, cfg: dict) -> dict:
     stamps = {s: (out / "pipeline" / s / "model.safetensors").stat().st_mtime
-              for s in ("clip", "prior", "decoder", "sr256", "sr1024")
+              for s in PIPELINE_STAGES
               if (out / "pipeline" / s / "model.safetensors").is_file()}
     return {"cfg": cfg, "weights": stamps}
 
@@ -133,7 +134,7 @@ def _loss_curves(state: dict) -> dict[str, list[tuple[float, float]]]:
     clip_losses = state["stages"].get("clip", {}).get("losses")
     if clip_losses:
         curves["clip"] = _smooth(clip_losses)
-    for stage in ("prior", "decoder", "sr256", "sr1024"):
+    for stage in STAGES:
         run_dir = state["stages"].get(stage, {}).get("run_dir")
         if run_dir and (Path(run_dir) / "summary.json").is_file():
             curves[stage] = _smooth(json.loads((Path(run_dir) / "summary.json").read_text())["losses"])

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from unclip.clip import FrozenCLIP
-from unclip.models import StageSpec, save_stage
+from unclip.models import UPSAMPLER_SIZES, StageSpec, save_stage
 from unclip.models.conditioning import empty_caption
 
 from . import hf_clip
@@ -206,7 +206,7 @@ def convert_super_res(first: Path, last: Path | None, low_res_size: int, diffusi
               "norm_groups": unet["norm_groups"], "learned_sigma": config["out_channels"] == 6, "dropout": 0.0,
               "resblock_updown": True, "train_crop_size": size // 4, "resize_mode": "bicubic_antialias",
               "last_step_unet": last is not None}
-    stage = {256: "sr256", 1024: "sr1024"}.get(size)
+    stage = {s: name for name, s in UPSAMPLER_SIZES.items()}.get(size)
     if stage is None:
         raise ConversionError(f"{first}: sample_size={size}; unclip's upsamplers make 256 or 1024 px")
     spec = StageSpec(stage, "paper", overrides=fields, **diffusion)
