@@ -104,6 +104,11 @@ class EmptyCaption(nn.Module):
         self.register_buffer("tokens", torch.zeros(context_length, token_width))
         self.register_buffer("mask", torch.zeros(context_length, dtype=torch.bool))
         self.register_buffer("emb", torch.zeros(embed_dim))
+        self.is_set = False  # a host-side flag, so that forward passes never read the mask back from the device
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.is_set = bool(self.mask.any())
 
     def set(self, tokens: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor) -> None:
         """tokens [L', W], mask [L'] (True = real token; L' <= L, the rest padding), emb [D]."""
@@ -118,11 +123,12 @@ class EmptyCaption(nn.Module):
         self.tokens[:length] = tokens.to(self.tokens)
         self.mask[:length] = mask.bool()
         self.emb.copy_(emb.to(self.emb))
+        self.is_set = True
 
     def replace(self, b: int, drop: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None,
                 emb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The inputs with dropped rows (``drop`` [B]) — or all rows when ``tokens`` is None — replaced by ""."""
-        if not bool(self.mask.any()):
+        if not self.is_set:
             raise ValueError("EmptyCaption: the empty caption's encoding was never set (null_caption.set(...) with "
                              "the CLIP's encoding of \"\", as the Karlo converter does)")
         if tokens is None:

@@ -33,7 +33,7 @@ def build(cfg, env) -> StageParts:
     size, ids = f["image_size"], f["text_source"] == "ids"
 
     reads_zt = f.get("text_time") == "clip_embedding"
-    if f.get("text_null") == "empty_caption" and not bool(model.null_caption.mask.any()):
+    if f.get("text_null") == "empty_caption" and not model.null_caption.is_set:
         model.null_caption.set(*empty_caption(clip))  # a fresh Karlo-style decoder: "" is its caption null
 
     @torch.no_grad()

@@ -166,7 +166,7 @@ def build(cfg, env) -> StageParts:
         raise ValueError(f"stage.mean_type={spec.mean_type!r}: the prior predicts x0 (Ramesh et al. 2022, §2.2); "
                          "set stage.mean_type=x0 or leave it unset")
     model = spec.build_model().to(dev)
-    if spec.fields["text_null"] == "empty_caption" and not bool(model.null_caption.mask.any()):
+    if spec.fields["text_null"] == "empty_caption" and not model.null_caption.is_set:
         model.null_caption.set(*empty_caption(clip()))  # a fresh Karlo-style prior: "" is its caption null
     info = {"dims": {k: v for k, v in spec.fields.items() if k.startswith("clip_")}, "data_format": fmt}
     if fmt == "clip_retrieval":
