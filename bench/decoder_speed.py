@@ -9,6 +9,10 @@ interleaved (A, B, A, B …) so drift hits both alike; medians are reported, wit
 ``torch.utils.flop_counter``. DALLE2-pytorch is timed too when it is importable.
 
     .venv/bin/python bench/decoder_speed.py --repeats 5            # writes bench/results/decoder_speed.json
+    .venv/bin/python bench/decoder_speed.py --compile --out bench/results/decoder_speed_compile.json
+
+``--compile`` adds our decoder under ``torch.compile`` (inductor, as ``trainer.compile=true`` and
+``UnCLIPPipeline.load(compile=True)`` run it) as a row of its own; its compile time is reported apart.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.convert.karlo_tiny import TinyKarlo, build, save  # noqa: E402  (the diffusers modules, random)
+from unclip.compile import maybe_compile  # noqa: E402
 from unclip.convert.karlo import convert_karlo  # noqa: E402
 from unclip.diffusion import Denoiser, GaussianDiffusion, make_betas, sample_ddim  # noqa: E402
 from unclip.models import load_stage  # noqa: E402
@@ -71,13 +76,15 @@ class OursDecoder(nn.Module):
         return self.decoder(x_t, t, image_emb, tokens, None, text_emb=emb)  # no mask, as diffusers gets none
 
 
-def networks() -> dict[str, nn.Module]:
+def networks(compiled: bool = False) -> dict[str, nn.Module]:
     modules = build(WORKLOAD)
     with tempfile.TemporaryDirectory() as tmp:
         pipe = convert_karlo(save(modules, Path(tmp) / "src"), Path(tmp) / "pipe")
         _, decoder = load_stage(pipe / "decoder")
     nets = {"unclip": OursDecoder(decoder).eval(),
             "diffusers": DiffusersDecoder(modules["text_proj"], modules["decoder"], WORKLOAD.clip_dim).eval()}
+    if compiled:
+        nets["unclip+compile"] = maybe_compile(nets["unclip"], True, "cpu")
     try:  # DALLE2-pytorch, when installed (not a dependency): its Unet at the same widths
         from dalle2_pytorch import Unet
 
@@ -137,18 +144,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time our decoder under torch.compile")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "decoder_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    nets = networks()
+    nets = networks(args.compile)
     g = torch.Generator().manual_seed(0)
     train_batch, z = inputs(TRAIN_BATCH, g), inputs(SAMPLE_BATCH, g)[2]
     diffusion = GaussianDiffusion(make_betas("cosine"))
     rows = [(kind, prec) for kind in ("train step", f"{STEPS}-step DDIM") for prec in ("fp32", "bf16")]
     times = {(name, kind, prec): [] for name in nets for kind, prec in rows}
-    for net in nets.values():  # warm-up: allocator, oneDNN kernel selection
+    warmup = {}
+    for name, net in nets.items():  # warm-up: allocator, oneDNN kernel selection, compilation
+        start = time.perf_counter()
         for kind, prec in rows:
             train_step(net, prec, train_batch) if kind == "train step" else sample(net, prec, diffusion, z)
+        warmup[name] = time.perf_counter() - start
     for _ in range(args.repeats):
         for kind, prec in rows:
             for name, net in nets.items():
@@ -157,15 +168,19 @@ def main() -> None:
                 times[(name, kind, prec)].append(seconds)
     result = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
               "torch": torch.__version__, "params": {n: count_parameters(m) for n, m in nets.items()},
-              "train_flops": {n: flops(m, train_batch) for n, m in nets.items()}, "rows": []}
+              "train_flops": {n: flops(m, train_batch) for n, m in nets.items() if n != "unclip+compile"},
+              "warmup_s": warmup, "rows": []}
     print(f"params: { {n: f'{p / 1e6:.2f}M' for n, p in result['params'].items()} }; train-step GFLOP: "
           f"{ {n: round(f / 1e9, 2) for n, f in result['train_flops'].items()} }")
     print(f"{'row':<24}" + "".join(f"{n:>16}" for n in nets) + "   unclip / fastest peer")
     for kind, prec in rows:
         med = {n: statistics.median(times[(n, kind, prec)]) for n in nets}
-        peers = [v for n, v in med.items() if n != "unclip"]
+        peers = [v for n, v in med.items() if not n.startswith("unclip")]
         ratio = med["unclip"] / min(peers)
-        result["rows"].append({"row": f"{kind} {prec}", "median_s": med, "ours_over_fastest_peer": ratio})
+        row = {"row": f"{kind} {prec}", "median_s": med, "ours_over_fastest_peer": ratio}
+        if "unclip+compile" in med:
+            row["compiled_over_eager"] = med["unclip+compile"] / med["unclip"]
+        result["rows"].append(row)
         print(f"{kind + ' ' + prec:<24}" + "".join(f"{v:>16.3f}" for v in med.values()) + f"   {ratio:.2f}")
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -190,3 +190,12 @@ def test_step_callback_may_replace_the_latents(pipe):
                             callback=lambda stage, i, n, x: (torch.zeros_like(x)
                                                              if stage == "decoder" and i == 0 else None))
     assert np.abs(_arr(swapped.images[0]) - _arr(plain.images[0])).mean() > 1
+
+
+def test_compile_without_a_compiler_samples_eager_the_same_images(pipeline_dir, pipe, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    eager = UnCLIPPipeline.load(pipeline_dir, settings={"preset": "fast", **FAST}, moderation=False, compile=True)
+    assert all(stage.net is stage.model for stage in eager.stages.values())
+    a = eager.generate("a red star", n=2, seed=3, output_type="pt").images
+    torch.testing.assert_close(a, pipe.generate("a red star", n=2, seed=3, output_type="pt").images, atol=0, rtol=0)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from unclip.clip import FrozenCLIP
+from unclip.compile import maybe_compile
 from unclip.diffusion import derive_seed
 from unclip.errors import InputError
 from unclip.models import STAGES, UPSAMPLER_SIZES, load_stage, save_stage
@@ -57,12 +58,13 @@ class UnCLIPPipeline:
     @classmethod
     def load(cls, pipeline_dir: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, settings: str | PipelineSettings | dict = "fast",
-             moderation: bool | str | os.PathLike | Any = True) -> UnCLIPPipeline:
+             moderation: bool | str | os.PathLike | Any = True, compile: bool = False) -> UnCLIPPipeline:
         """Load every stage present. ``dtype``: float32, or bfloat16 (or float16 on CUDA) to run the networks
         under autocast (weights and the sampling math stay float32). ``settings``: a preset name ("paper",
         "fast"), PipelineSettings or overrides.
         ``moderation``: True (configs/moderation/default.yaml), False (off, for research), a config
-        path, or a ``Moderator``."""
+        path, or a ``Moderator``. ``compile``: run the stage networks through ``torch.compile`` (eager, with a
+        warning, where no compiler is present; the first call of each shape compiles)."""
         root = Path(pipeline_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"pipeline directory not found: {root}")
@@ -80,7 +82,8 @@ class UnCLIPPipeline:
         for name in STAGES:
             if (root / name).is_dir():
                 spec, model = load_stage(root / name, device=device)
-                stages[name] = Stage(name, spec, model, spec.diffusion(), dtype)
+                stages[name] = Stage(name, spec, model, spec.diffusion(), dtype,
+                                     compiled=maybe_compile(model, True, device) if compile else None)
         if "sr1024" in stages and "sr256" not in stages:
             raise ValueError(f"pipeline {root} has sr1024/ but no sr256/")
         settings = resolve_settings(settings, PRESETS["fast"])

@@ -29,10 +29,16 @@ class Stage:
     model: nn.Module
     diffusion: GaussianDiffusion
     dtype: torch.dtype
+    compiled: nn.Module | None = None  # torch.compile(model) when the pipeline was loaded with compile=True
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def net(self) -> nn.Module:
+        """The module the samplers call: compiled when asked, else the network itself."""
+        return self.model if self.compiled is None else self.compiled
 
     def gamma(self, steps: int) -> np.ndarray | None:
         """Analytic-DPM Γ for ``steps`` stored in the release (``extra.analytic_gamma[str(steps)]``)."""
@@ -58,7 +64,7 @@ def run_prior(stage: Stage, st: StageSettings, text_emb, text_tokens, text_mask,
               callback: StepCallback | None = None) -> torch.Tensor:
     """z_i [B, D] for B captions (§2.2); candidate c of image i draws from derive_seed(seed_i, 0, c)."""
     gens = make_generators([derive_seed(s, 0, c) for s in seeds for c in range(st.n_candidates)])
-    return sample_prior(stage.model, stage.diffusion, text_emb, text_tokens, text_mask, settings=st,
+    return sample_prior(stage.net, stage.diffusion, text_emb, text_tokens, text_mask, settings=st,
                         mean_type=stage.spec.mean_type, gamma=stage.gamma(st.steps), generator=gens,
                         step_end=_step_end(callback, stage, st), dtype=stage.dtype)
 
@@ -68,7 +74,7 @@ def run_decoder(stage: Stage, st: StageSettings, image_emb, text_tokens, text_ma
                 repaint_resample: int = 1, callback: StepCallback | None = None, text_emb=None) -> torch.Tensor:
     """64-px images [B, 3, S, S] in [−1, 1]. ``x_t``: start noise (else drawn from the seeds); ``known``/
     ``keep`` (1 = known pixel): an edit (see ``sample_decoder``)."""
-    return sample_decoder(stage.model, stage.diffusion, image_emb, text_tokens, text_mask, settings=st,
+    return sample_decoder(stage.net, stage.diffusion, image_emb, text_tokens, text_mask, settings=st,
                           mean_type=stage.spec.mean_type, text_emb=text_emb, known=known, keep=keep,
                           repaint_resample=repaint_resample, generator=stage_generators(seeds, 1), x_T=x_t, eta=eta,
                           step_end=_step_end(callback, stage, st), dtype=stage.dtype)
@@ -77,13 +83,13 @@ def run_decoder(stage: Stage, st: StageSettings, image_emb, text_tokens, text_ma
 def run_invert(stage: Stage, st: StageSettings, images, image_emb, callback: StepCallback | None = None
                ) -> torch.Tensor:
     """DDIM-invert 64-px images [B, 3, S, S] to their x_T under the decoder (captionless)."""
-    return invert_decoder(stage.model, stage.diffusion, images, image_emb, settings=st,
+    return invert_decoder(stage.net, stage.diffusion, images, image_emb, settings=st,
                           mean_type=stage.spec.mean_type, step_end=_step_end(callback, stage, st), dtype=stage.dtype)
 
 
 def run_upsampler(stage: Stage, st: StageSettings, low_res, seeds: Sequence[int], stage_index: int, *,
                   known=None, keep=None, callback: StepCallback | None = None) -> torch.Tensor:
     """Upsample [B, 3, h, w] → [B, 3, h·s, w·s]; image i draws from derive_seed(seed_i, stage_index)."""
-    return sample_upsampler(stage.model, stage.diffusion, low_res, settings=st, mean_type=stage.spec.mean_type,
+    return sample_upsampler(stage.net, stage.diffusion, low_res, settings=st, mean_type=stage.spec.mean_type,
                             known=known, keep=keep, generator=stage_generators(seeds, stage_index),
                             step_end=_step_end(callback, stage, st), dtype=stage.dtype)

@@ -80,6 +80,7 @@ class TrainerConfig:
     micro_batch: Optional[int] = None  # per-rank batch per micro-step (None: batch_size / world)
     backend: str = "auto"  # "auto" (nccl on GPU, gloo on CPU) | "gloo" | "nccl"
     find_unused_parameters: bool = False
+    compile: bool = False  # torch.compile (inductor) the network for training; eager where no compiler is present
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from unclip.compile import maybe_compile
 from unclip.diffusion import derive_seed
 from unclip.io import atomic_write_json, atomic_write_text
 
@@ -122,6 +123,7 @@ class _Run:
     strategy: str
     model: torch.nn.Module  # wrapped (DDP / FSDP2) or plain
     raw: torch.nn.Module  # the user module inside ``model``
+    net: torch.nn.Module  # what the loss calls: ``model``, through torch.compile with trainer.compile=true
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     ema: EMA
@@ -245,6 +247,7 @@ def _setup(cfg: DictConfig, env: dist.DistEnv) -> _Run:
         else contextlib.nullcontext
     return _Run(cfg=cfg, env=env, run_dir=run_dir, resolved=resolved, micro=micro, accum=accum,
                 total_steps=total_steps, parts=parts, strategy=strategy, model=model, raw=dist.unwrap(model),
+                net=maybe_compile(model, cfg.trainer.compile, env.device),
                 opt=opt, sched=sched, ema=ema, stream=stream, autocast=autocast, precision=precision)
 
 
@@ -333,7 +336,7 @@ def _accumulate_gradients(run: _Run) -> float:
         g = torch.Generator().manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, micro_step))
         with dist.maybe_no_sync(run.model, sync=micro_step == run.accum - 1):
             with run.autocast():
-                loss = run.parts.loss(run.model, batch, g).float().mean() / run.accum
+                loss = run.parts.loss(run.net, batch, g).float().mean() / run.accum
             loss.backward()
         loss_sum += loss.detach()
     return float(dist.all_reduce_mean(loss_sum))
