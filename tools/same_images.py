@@ -4,8 +4,9 @@ or compare against a recording. A refactor that claims "behaviour unchanged" run
     python tools/same_images.py record BEFORE.pt
     python tools/same_images.py compare BEFORE.pt      # exit 1 and the differing entries if any differ
 
-Covers the pipeline (generate at 64/256 px with every sampler, guided and not, variations, interpolate,
-text_diff, edit with RePaint and with inpainting channels, outpaint) and the training-side helpers
+Covers the pipeline (generate at 64/256 px with every sampler in the decoder and the upsampler, guided
+and not, the prior with its Analytic-DPM Γ, variations, interpolate, text_diff, edit at 64 and 256 px
+with RePaint and with inpainting channels, outpaint) and the training-side helpers
 (``sample_prior`` / ``sample_decoder`` / ``sample_upsampler`` as the training grids call them), in
 float32 and bf16 autocast. Random weights make noise, but deterministic noise: any change of the maths,
 of the random draws or of their order changes the bytes.
@@ -52,7 +53,13 @@ def _pipeline_outputs(pipe: UnCLIPPipeline, tag: str) -> dict[str, torch.Tensor]
             st = {k: {"sampler": sampler, "guidance_scale": scale} for k in ("prior", "decoder")}
             out[f"{tag}/generate/{sampler}/{scale}"] = px(pipe.generate(["a red star", "a blue circle"], n=2,
                                                                         seed=7, settings=st, output_type="pt"))
-    out[f"{tag}/generate256"] = px(pipe.generate("a green square", n=2, size=256, seed=3, output_type="pt"))
+    for sampler in ("ddpm", "ddim", "dpmpp_2m"):  # the upsampler with each sampler
+        st = {"sr256": {"sampler": sampler, "steps": 2}}
+        out[f"{tag}/generate256/{sampler}"] = px(pipe.generate("a green square", n=2, size=256, seed=3, settings=st,
+                                                               output_type="pt"))
+    analytic = {"prior": {"sampler": "ddpm", "steps": 25, "variance": "auto"}}  # Γ stored for 25 steps
+    out[f"{tag}/generate/analytic_prior"] = px(pipe.generate("a red star", n=2, seed=2, settings=analytic,
+                                                             output_type="pt"))
     out[f"{tag}/variations"] = px(pipe.variations(_img(1), n=2, seed=5, output_type="pt"))
     out[f"{tag}/interpolate"] = px(pipe.interpolate(_img(2), _img(3), steps=3, seed=4, output_type="pt"))
     out[f"{tag}/text_diff"] = px(pipe.text_diff(_img(4), "a red star", "a blue star", thetas=(0.0, 0.5), seed=6,
@@ -61,6 +68,7 @@ def _pipeline_outputs(pipe: UnCLIPPipeline, tag: str) -> dict[str, torch.Tensor]
     keep[16:40, 20:44, 3] = 0  # the hole: transparent pixels, as the Images API's masks
     mask = Image.fromarray(keep, "RGBA")
     out[f"{tag}/edit"] = px(pipe.edit(_img(5), mask, "a yellow triangle", n=2, seed=8, output_type="pt"))
+    out[f"{tag}/edit256"] = px(pipe.edit(_img(5), mask, "a yellow triangle", size=256, seed=8, output_type="pt"))
     out[f"{tag}/outpaint"] = px(pipe.outpaint(_img(6, 48), "a red star", left=8, right=8, top=8, bottom=8, seed=9,
                                               output_type="pt"))
     return out

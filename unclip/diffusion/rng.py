@@ -14,7 +14,8 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy SeedSequence): (call seed, image index) in the pipeline,
-    (seed, rank, step, micro step) in the training loop — the same on resume, distinct across its parts."""
+    (seed, rank, step, tag, ...) in the training loop — the same on resume. Distinct parts give distinct
+    seeds, except that trailing zeros are dropped ((a, b, 0) is (a, b)): give a stream a non-zero tag."""
     state = np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -189,16 +190,17 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
                    text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
                    settings: StageSettings, mean_type: str, text_emb: torch.Tensor | None = None,
                    known: torch.Tensor | None = None, keep: torch.Tensor | None = None, repaint_resample: int = 1,
-                   generator=None, x_T: torch.Tensor | None = None, eta: float | None = None,
-                   step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32, progress: bool = False
-                   ) -> torch.Tensor:
+                   gamma: np.ndarray | None = None, generator=None, x_T: torch.Tensor | None = None,
+                   eta: float | None = None, step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32,
+                   progress: bool = False) -> torch.Tensor:
     """Images [B, 3, S, S] in [−1, 1] from z_i (and a caption) (§2.1), sampled with ``settings``.
 
     Guidance drops z_i and the caption together in the unconditional half. ``known``/``keep`` [B, 3|1, S, S]
     (1 = known pixel): an inpainting decoder reads them as channels and the known pixels replace pred_x0
     at every step, so the sample agrees with them exactly; a decoder without inpainting channels runs
     RePaint (Lugmayr et al. 2022) with ``repaint_resample`` jumps per step. ``x_T``: the start noise
-    (else drawn with ``generator``: None, one, or one per image); ``eta`` overrides ``settings.eta``."""
+    (else drawn with ``generator``: None, one, or one per image); ``eta`` overrides ``settings.eta``;
+    ``gamma``: Analytic-DPM Γ for ``settings.steps`` when the release stores one."""
     b, dev = image_emb.shape[0], image_emb.device
     size = (decoder.image_size,) * 2 if known is None else tuple(known.shape[-2:])
     cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask, text_emb=text_emb, known=known, keep=keep)
@@ -207,22 +209,22 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
     x = (b, IMAGE_CHANNELS, *size) if x_T is None else x_T
     if known is not None and not decoder.inpaint:
         repaint = StageSettings("ddpm", settings.steps, variance="auto")
-        x = randn(x, generator, dev, torch.float32) if x_T is None else x
-        return sample_repaint(den, x, diffusion.respace(settings.steps), known, keep, cond=cond, generator=generator,
-                              variance=resolve_variance(repaint, decoder.learned_sigma, None),
+        start = randn((b, IMAGE_CHANNELS, *size), generator, dev, torch.float32) if x_T is None else x_T
+        return sample_repaint(den, start, diffusion.respace(settings.steps), known, keep, cond=cond,
+                              generator=generator, variance=resolve_variance(repaint, decoder.learned_sigma, None),
                               resample=repaint_resample, step_end=step_end)
-    return run_sampler(settings, den, x, diffusion, cond=cond, generator=generator,
+    return run_sampler(settings, den, x, diffusion, cond=cond, generator=generator, gamma=gamma,
                        learned_variance=decoder.learned_sigma, eta=eta, x0_transform=image_x0_transform(known, keep),
                        step_end=step_end, device=dev, progress=progress)
 
 
 @torch.no_grad()
 def invert_decoder(decoder: Decoder, diffusion: GaussianDiffusion, images: torch.Tensor, image_emb: torch.Tensor,
-                   text_tokens=None, text_mask=None, *, settings: StageSettings, mean_type: str,
+                   text_tokens=None, text_mask=None, *, settings: StageSettings, mean_type: str, text_emb=None,
                    step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """DDIM-invert 64-px images [B, 3, S, S] to their x_T under the decoder (Song et al. 2021, §4.3), over the
     chain respaced to ``settings.steps`` with its guidance scale."""
-    cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask)
+    cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask, text_emb=text_emb)
     den = stage_denoiser(decoder, diffusion, mean_type=mean_type, learned_variance=decoder.learned_sigma,
                          dtype=dtype, guidance_scale=settings.guidance_scale, null=null)
     return ddim_invert(den, images, diffusion.respace(settings.steps), cond=cond, step_end=step_end)

@@ -8,7 +8,7 @@ when a scale ≠ 1 is asked), and the sampler walks the training chain respaced 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,11 +23,11 @@ from unclip.diffusion import (
     sample_ddpm,
     sample_dpmpp_2m,
 )
+from unclip.diffusion.samplers import StepEnd  # (step, t, latents after it) -> None or their replacement
 from unclip.errors import InputError
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
 VARIANCES = ("auto", "small", "large", "learned", "analytic")
-StepEnd = Callable[[int, int, torch.Tensor], torch.Tensor | None]  # (step, t, latents after it) → replacement
 
 
 @dataclass(frozen=True)

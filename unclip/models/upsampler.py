@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,7 +114,8 @@ def random_aligned_crop(high: torch.Tensor, low: torch.Tensor, crop_size: int,
 @torch.no_grad()
 def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res: torch.Tensor, *,
                      settings: StageSettings, mean_type: str, known: torch.Tensor | None = None,
-                     keep: torch.Tensor | None = None, generator=None, x_T: torch.Tensor | None = None,
+                     keep: torch.Tensor | None = None, gamma: np.ndarray | None = None, generator=None,
+                     x_T: torch.Tensor | None = None,
                      step_end: StepEnd | None = None, dtype: torch.dtype = torch.float32, progress: bool = False
                      ) -> torch.Tensor:
     """Upsample low_res [B, 3, h, w] to [B, 3, h·scale, w·scale] at full size, unguided (§2.1), sampled with
@@ -124,6 +126,6 @@ def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res
     den = stage_denoiser(upsampler, diffusion, mean_type=mean_type, learned_variance=upsampler.learned_sigma,
                          dtype=dtype)
     x = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale) if x_T is None else x_T
-    return run_sampler(settings, den, x, diffusion, cond={"low_res": low_res}, generator=generator,
+    return run_sampler(settings, den, x, diffusion, cond={"low_res": low_res}, generator=generator, gamma=gamma,
                        learned_variance=upsampler.learned_sigma, x0_transform=image_x0_transform(known, keep),
                        step_end=step_end, device=low_res.device, progress=progress)

@@ -32,10 +32,6 @@ class Stage:
     compiled: nn.Module | None = None  # torch.compile(model) when the pipeline was loaded with compile=True
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
     def net(self) -> nn.Module:
         """The module the samplers call: compiled when asked, else the network itself."""
         return self.model if self.compiled is None else self.compiled
@@ -76,7 +72,8 @@ def run_decoder(stage: Stage, st: StageSettings, image_emb, text_tokens, text_ma
     ``keep`` (1 = known pixel): an edit (see ``sample_decoder``)."""
     return sample_decoder(stage.net, stage.diffusion, image_emb, text_tokens, text_mask, settings=st,
                           mean_type=stage.spec.mean_type, text_emb=text_emb, known=known, keep=keep,
-                          repaint_resample=repaint_resample, generator=stage_generators(seeds, 1), x_T=x_t, eta=eta,
+                          repaint_resample=repaint_resample, gamma=stage.gamma(st.steps),
+                          generator=stage_generators(seeds, 1), x_T=x_t, eta=eta,
                           step_end=_step_end(callback, stage, st), dtype=stage.dtype)
 
 
@@ -91,5 +88,6 @@ def run_upsampler(stage: Stage, st: StageSettings, low_res, seeds: Sequence[int]
                   known=None, keep=None, callback: StepCallback | None = None) -> torch.Tensor:
     """Upsample [B, 3, h, w] → [B, 3, h·s, w·s]; image i draws from derive_seed(seed_i, stage_index)."""
     return sample_upsampler(stage.net, stage.diffusion, low_res, settings=st, mean_type=stage.spec.mean_type,
-                            known=known, keep=keep, generator=stage_generators(seeds, stage_index),
+                            known=known, keep=keep, gamma=stage.gamma(st.steps),
+                            generator=stage_generators(seeds, stage_index),
                             step_end=_step_end(callback, stage, st), dtype=stage.dtype)

@@ -41,6 +41,11 @@ class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
 
 
+# Tags of the per-step seeds derive_seed(seed, rank, step, tag, ...): the global RNG (dropout) and each micro-step's
+# loss generator (timesteps, noise, drop masks) draw independent streams. Non-zero: SeedSequence drops trailing zeros.
+GLOBAL_RNG, LOSS_RNG = 1, 2
+
+
 def batch_arithmetic(batch_size: int, world: int, micro_batch: int | None) -> tuple[int, int]:
     """(micro batch per rank, accumulation steps) with global batch = micro × world × accumulation."""
     micro = micro_batch or batch_size // world
@@ -314,7 +319,7 @@ def _train_step(run: _Run) -> tuple[float, float]:
     """Accumulate one global batch, then step the optimizer or, on a non-finite loss or gradient, skip.
     Returns (mean loss over ranks, gradient norm)."""
     # dropout etc.: resumable from (seed, rank, step)
-    torch.manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step))
+    torch.manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, GLOBAL_RNG))
     run.opt.zero_grad(set_to_none=True)
     loss_value = _accumulate_gradients(run)
     if math.isfinite(loss_value):
@@ -333,7 +338,7 @@ def _accumulate_gradients(run: _Run) -> float:
     loss_sum = torch.zeros((), device=run.env.device)
     for micro_step in range(run.accum):
         batch = next(run.stream)
-        g = torch.Generator().manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, micro_step))
+        g = torch.Generator().manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, LOSS_RNG, micro_step))
         with dist.maybe_no_sync(run.model, sync=micro_step == run.accum - 1):
             with run.autocast():
                 loss = run.parts.loss(run.net, batch, g).float().mean() / run.accum
