@@ -46,9 +46,10 @@ def overrides(stage: str, preset: str, precision: str, data: dict[str, str], run
               batch: int) -> list[str]:
     shards = {"clip": data["train"], "decoder": data["train"], "prior": data["emb"], "sr256": data["d256"],
               "sr1024": data["d1024"]}[stage]
-    out = [f"stage={stage}", f"model={preset}", f"trainer.precision={precision}", "logger=none", "logger.progress=false",
-           "logger.every_steps=1", f"run_dir={run_dir}", f"batch_size={batch}", f"total_samples={batch * steps}",
-           "sample.every_steps=-1", "checkpoint.every_steps=0", f"data.shards={shards}", f"data.val_shards={shards}", "data.resampled=true",
+    out = [f"stage={stage}", f"model={preset}", f"trainer.precision={precision}", "logger=none",
+           "logger.progress=false", "logger.every_steps=1", f"run_dir={run_dir}", f"batch_size={batch}",
+           f"total_samples={batch * steps}", "sample.every_steps=-1", "checkpoint.every_steps=0",
+           f"data.shards={shards}", f"data.val_shards={shards}", "data.resampled=true",
            f"clip.path={data['clip']}", "stage.optim.warmup_steps=0"]
     if stage == "prior":
         out.append("stage.gamma_samples=8")
@@ -56,13 +57,9 @@ def overrides(stage: str, preset: str, precision: str, data: dict[str, str], run
 
 
 def run_inprocess(args: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
+    from unclip.training import compose_config, train
 
-    from unclip.training import register_configs, train
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=args)
+    cfg = compose_config(args)
     batch = cfg.batch_size
     times: list[float] = []
     import unclip.training.loop as loop

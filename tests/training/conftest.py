@@ -28,7 +28,8 @@ def tiny_data(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     clip = FrozenCLIP.create("unclip-tiny")
     for split in ("train", "val"):
-        precompute_embeddings(clip, sorted(glob.glob(str(root / split / "*.tar"))), root / "emb" / split, progress=False)
+        precompute_embeddings(clip, sorted(glob.glob(str(root / split / "*.tar"))), root / "emb" / split,
+                              progress=False)
     clip.save(root / "clip")
     return {k: str(root / k) for k in ("train", "val", "d256", "d1024", "clip")} | {
         "emb_train": str(root / "emb" / "train"), "emb_val": str(root / "emb" / "val")}
@@ -44,19 +45,16 @@ def overrides_for(stage: str, data: dict[str, str], run_dir, *extra: str) -> lis
         "decoder": [f"data.shards={data['train']}", f"data.val_shards={data['val']}"],
         "prior": [f"data.shards={data['emb_train']}", f"data.val_shards={data['emb_val']}", "stage.gamma_samples=8"],
         "sr256": [f"data.shards={data['d256']}", f"data.val_shards={data['d256']}", "data.resampled=true"],
-        "sr1024": [f"data.shards={data['d1024']}", f"data.val_shards={data['d1024']}", "data.resampled=true", "batch_size=2", "total_samples=4"],
+        "sr1024": [f"data.shards={data['d1024']}", f"data.val_shards={data['d1024']}", "data.resampled=true",
+                   "batch_size=2", "total_samples=4"],
     }
     return common + per_stage[stage] + list(extra)
 
 
 def compose_cfg(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from unclip.training import compose_config
 
-    from unclip.training import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def subprocess_env() -> dict[str, str]:

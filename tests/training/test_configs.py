@@ -39,11 +39,20 @@ def test_every_group_choice_composes(group):
 
 def test_paper_hyperparameters_are_the_stage_defaults():
     prior, decoder = compose_cfg(["stage=prior"]).stage, compose_cfg(["stage=decoder"]).stage
-    assert (prior.optim.lr, prior.optim.betas[1], prior.optim.eps, prior.optim.weight_decay) == (1.1e-4, 0.96, 1e-6, 6e-2)
-    assert (decoder.optim.lr, decoder.optim.betas[1], decoder.optim.eps, decoder.optim.weight_decay) == (1.2e-4, 0.999, 1e-8, 0)
+    assert (prior.optim.lr, prior.optim.betas[1], prior.optim.eps, prior.optim.weight_decay) == (
+        1.1e-4, 0.96, 1e-6, 6e-2)
+    assert (decoder.optim.lr, decoder.optim.betas[1], decoder.optim.eps, decoder.optim.weight_decay) == (
+        1.2e-4, 0.999, 1e-8, 0)
     assert decoder.loss == "hybrid" and prior.loss == "mse"
     assert compose_cfg(["stage=sr256"]).stage.corruption == "blur"
     assert compose_cfg(["stage=sr1024"]).stage.corruption == "bsr"
+
+
+def test_every_stage_yaml_sets_the_recipe_fields_the_schema_requires():
+    from omegaconf import OmegaConf
+
+    for stage in STAGE_NAMES:  # optimizer and EMA numbers have no schema default: the stage YAML is their one place
+        assert OmegaConf.missing_keys(compose_cfg([f"stage={stage}"]).stage) == set(), stage
 
 
 @pytest.mark.parametrize("override,key", [("trainer.micro_bach=2", "micro_bach"), ("stage.optim.lrr=1", "lrr"),
