@@ -11,8 +11,8 @@ For each arm this runs the real entry point (``train/train.py stage=decoder``) o
   * oracle caption match of 64-px samples from the true z_i + caption of one-object val scenes (``match/…``);
   * training wall time and samples seen.
 
-Writes ``bench/results/learning_<name>.json`` (every arm's curve) and ``learning_<name>_plot.html`` beside it, and prints a
-table of the last evaluation per arm. Arms run one after another (two torch jobs on 2 cores slow each other).
+Writes ``bench/results/learning_<name>.json`` (every arm's curve) and ``learning_<name>_plot.html`` beside it, and
+prints a table of the last evaluation per arm. Arms run one after another (two torch jobs on 2 cores slow each other).
 
     python bench/learning.py --demo-out demo_out --samples 12000 --evals 4 --arms eps,v,v_coords
     python bench/learning.py --demo-out demo_out --arm 'mine=stage.mean_type=v +model.overrides.coord_channels=true'
@@ -31,9 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
 
-# Named arms: Hydra overrides on top of the demo's decoder recipe (tools/demo.py STAGE_ARGS["decoder"]
+# Named arms: Hydra overrides on top of the demo's decoder recipe (configs/experiment/shapes_demo_decoder.yaml
 # without its recipe choices, which the arms make explicitly).
 ARMS: dict[str, list[str]] = {
     "eps": ["stage.mean_type=eps"],
@@ -64,13 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def base_overrides(args) -> list[str]:
+    """The experiment every arm starts from: the demo's decoder recipe with its choices of prediction target and
+    coordinate channels undone (the arms make them; batch size is --batch-size), or --base on experiment=shapes_demo."""
     if args.base is not None:
-        return shlex.split(args.base)
-    import demo  # tools/demo.py: the decoder recipe `make demo` uses
-
-    keep = [a for a in demo.STAGE_ARGS["decoder"] if not a.startswith(("batch_size=", "stage.mean_type=",
-                                                                        "+model.overrides.coord_channels="))]
-    return keep
+        return ["experiment=shapes_demo", *shlex.split(args.base)]
+    return ["experiment=shapes_demo_decoder", "stage.mean_type=null", "~model.overrides.coord_channels"]
 
 
 def run_arm(name: str, overrides: list[str], args) -> dict:
@@ -79,7 +76,7 @@ def run_arm(name: str, overrides: list[str], args) -> dict:
     run_dir = (args.runs or out / "learning") / name
     steps = -(-args.samples // args.batch_size)
     every = max(1, -(-steps // args.evals))  # the last eval is the final one at the end
-    cmd = [sys.executable, str(REPO / "train" / "train.py"), "stage=decoder", "experiment=shapes_demo",
+    cmd = [sys.executable, str(REPO / "train" / "train.py"), "stage=decoder",
            f"run_dir={run_dir}", "export_dir=null", f"clip.path={out / 'pipeline' / 'clip'}",
            f"data.shards={out / 'data' / 'train'}", f"data.val_shards={out / 'data' / 'val'}",
            f"total_samples={args.samples}", f"batch_size={args.batch_size}", f"sample.every_steps={every}",

@@ -130,10 +130,7 @@ def sample_all(out: Path, cfg: dict, threads: int) -> dict:
 
 def _loss_curves(state: dict) -> dict[str, list[tuple[float, float]]]:
     curves = {}
-    clip_losses = state["stages"].get("clip", {}).get("losses")
-    if clip_losses:
-        curves["clip"] = _smooth(clip_losses)
-    for stage in ("prior", "decoder", "sr256", "sr1024"):
+    for stage in ("clip", "prior", "decoder", "sr256", "sr1024"):
         run_dir = state["stages"].get(stage, {}).get("run_dir")
         if run_dir and (Path(run_dir) / "summary.json").is_file():
             curves[stage] = _smooth(json.loads((Path(run_dir) / "summary.json").read_text())["losses"])
@@ -258,7 +255,8 @@ def evaluate_all(out: Path, cfg: dict, state: dict) -> dict:
                    f"{cfg['guidance']}; prior: fast preset."),
         table_block(["target (cascade, one-object held-out prompts)", "target", "measured", "met"], trows,
                     note=f"caption-judge win rate of (a) over (b): {_pct(wr.get('rate'))} "
-                         f"[{_pct(wr.get('lo'))}, {_pct(wr.get('hi'))}] (95% Wilson; ties ½) over {wr.get('n')} prompts."),
+                         f"[{_pct(wr.get('lo'))}, {_pct(wr.get('hi'))}] (95% Wilson; ties ½) over {wr.get('n')} "
+                         "prompts."),
         table_block(["system", "one-object n", "colour", "shape", "size", "position", "full match"],
                     [[SYSTEMS[n], h[n]["n"], *(_pct(h[n][a]["rate"]) for a in ("color", "shape", "size", "position",
                                                                                 "full_match"))] for n in SYSTEMS]),
@@ -298,7 +296,8 @@ def print_summary(out: Path, metrics: dict | None, wall: float, ran: dict) -> No
             print(f"{label[:58]:<58} " + " ".join(f"{_pct(h[n][a]['rate']):>7}"
                                                   for a in ("color", "shape", "position", "full_match")))
         wr = h.get("a_vs_b_caption", {})
-        print(f"win rate (a) over (b), caption judge: {_pct(wr.get('rate'))} [{_pct(wr.get('lo'))}, {_pct(wr.get('hi'))}]")
+        print(f"win rate (a) over (b), caption judge: {_pct(wr.get('rate'))} "
+              f"[{_pct(wr.get('lo'))}, {_pct(wr.get('hi'))}]")
         print("targets: " + ", ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in h["targets"].items()))
         print(f"report: {metrics['report']}")
     else:
@@ -309,7 +308,8 @@ def write_bench(path: Path, out: Path, state: dict, metrics: dict, wall: float, 
     import os
     h = metrics["headline"]
     doc = {"host": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
-           "minutes_budget": args.minutes, "wall_seconds": wall, "last_run_stages": state.get("last_run", {}).get("stages"),
+           "minutes_budget": args.minutes, "wall_seconds": wall,
+           "last_run_stages": state.get("last_run", {}).get("stages"),
            "stage_seconds": {k: v.get("seconds") for k, v in state["stages"].items()},
            "budget": state.get("budget"), "targets": h["targets"], "a_vs_b_caption": h.get("a_vs_b_caption"),
            "one_object": {n: {a: h[n][a] for a in ("n", "color", "shape", "size", "position", "full_match")}
