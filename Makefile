@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install
+test: lint
 	sh tools/ensure_browser.sh
 	$(PY) -m pytest -q
 

@@ -57,13 +57,9 @@ def overrides(stage: str, preset: str, precision: str, data: dict[str, str], run
 
 
 def run_inprocess(args: list[str]) -> dict:
-    from hydra import compose, initialize_config_dir
+    from unclip.training import compose_config, train
 
-    from unclip.training import register_configs, train
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=args)
+    cfg = compose_config(args)
     batch = cfg.batch_size
     times: list[float] = []
     import unclip.training.loop as loop

@@ -31,9 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
 
-# Named arms: Hydra overrides on top of the demo's decoder recipe (tools/demo.py STAGE_ARGS["decoder"]
+# Named arms: Hydra overrides on top of the demo's decoder recipe (configs/experiment/shapes_demo_decoder.yaml
 # without its recipe choices, which the arms make explicitly).
 ARMS: dict[str, list[str]] = {
     "eps": ["stage.mean_type=eps"],
@@ -64,13 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def base_overrides(args) -> list[str]:
+    """The experiment every arm starts from: the demo's decoder recipe with its choices of prediction target and
+    coordinate channels undone (the arms make them; batch size is --batch-size), or --base on experiment=shapes_demo."""
     if args.base is not None:
-        return shlex.split(args.base)
-    import demo  # tools/demo.py: the decoder recipe `make demo` uses
-
-    keep = [a for a in demo.STAGE_ARGS["decoder"] if not a.startswith(("batch_size=", "stage.mean_type=",
-                                                                        "+model.overrides.coord_channels="))]
-    return keep
+        return ["experiment=shapes_demo", *shlex.split(args.base)]
+    return ["experiment=shapes_demo_decoder", "stage.mean_type=null", "~model.overrides.coord_channels"]
 
 
 def run_arm(name: str, overrides: list[str], args) -> dict:
@@ -79,7 +76,7 @@ def run_arm(name: str, overrides: list[str], args) -> dict:
     run_dir = (args.runs or out / "learning") / name
     steps = -(-args.samples // args.batch_size)
     every = max(1, -(-steps // args.evals))  # the last eval is the final one at the end
-    cmd = [sys.executable, str(REPO / "train" / "train.py"), "stage=decoder", "experiment=shapes_demo",
+    cmd = [sys.executable, str(REPO / "train" / "train.py"), "stage=decoder",
            f"run_dir={run_dir}", "export_dir=null", f"clip.path={out / 'pipeline' / 'clip'}",
            f"data.shards={out / 'data' / 'train'}", f"data.val_shards={out / 'data' / 'val'}",
            f"total_samples={args.samples}", f"batch_size={args.batch_size}", f"sample.every_steps={every}",

@@ -3,12 +3,13 @@
 Stages (each skipped when its output already exists, so a rerun resumes where the last one stopped):
   1. data      render shapes shards: 64-px train (held-out combos excluded) and val, 256-px and 1024-px
                shards for the upsamplers;
-  2. clip      train the tiny CLIP contrastively (in memory), report val retrieval;
+  2. clip      train the tiny CLIP contrastively (the clip stage of the training loop), report val retrieval;
   3. embed     precompute the CLIP embedding shards, store the z_i statistics with the CLIP, write
                <out>/pipeline/clip;
-  4. prior, decoder, sr256, sr1024: `train/train.py stage=<s> experiment=shapes_demo` subprocesses
-               (the real entry point), each exporting into <out>/pipeline/<s>/; a stage with a release is
-               skipped, one with checkpoints resumes (checkpoint.resume=true);
+  4. prior, decoder, sr256, sr1024: like clip, `train/train.py stage=<s> experiment=shapes_demo_<s>` subprocesses
+               (the real entry point; each stage's recipe is that experiment config), each exporting into
+               <out>/pipeline/<s>/; a stage with a release is skipped, one with checkpoints resumes
+               (checkpoint.resume=true);
   5. sample    held-out eval prompts at 64 px for three systems — (a) the cascade (prior → decoder),
                (b) the decoder fed the CLIP text embedding z_t (no prior, §5.1), (c) the decoder fed the
                true CLIP image embedding of a real render of the prompt's scene — plus grids at 256 and
@@ -44,7 +45,6 @@ from unclip.clip import FrozenCLIP  # noqa: E402
 from unclip.data.embeddings import image_embedding_stats, precompute_embeddings, validate_embedding_shards  # noqa: E402
 from unclip.data.write_shards import write_shards  # noqa: E402
 from unclip.io import atomic_write_json  # noqa: E402
-from unclip.training.clip_contrastive import ClipTrainConfig, evaluate_retrieval, train_clip_contrastive  # noqa: E402
 
 log = logging.getLogger("demo")
 
@@ -55,7 +55,7 @@ STAGES = ("data", "clip", "embed", "prior", "decoder", "sr256", "sr1024", "sampl
 # The budget of a DEFAULT_MINUTES run; --minutes scales every count (samples per stage) proportionally.
 BUDGET = {
     "n_train": 6000, "n_val": 512, "n_256": 600, "n_1024": 24,      # rendered samples
-    "clip_steps": 300,                                               # contrastive steps of clip_batch
+    "clip_steps": 300,                                               # CLIP steps (batch: shapes_demo_clip)
     "prior_samples": 20000, "decoder_samples": 20000, "sr256_samples": 1600, "sr1024_samples": 96,
     "eval_one": 48, "eval_two": 16,                                  # held-out eval prompts (1 seed each)
     "decoder_evals": 3, "gain_n": 64, "match_n": 32,                 # the decoder's learning instrument
@@ -65,28 +65,9 @@ MINIMUM = {"n_train": 256, "n_val": 64, "n_256": 16, "n_1024": 4, "clip_steps": 
            "decoder_samples": 64, "sr256_samples": 8, "sr1024_samples": 2, "eval_one": 4, "eval_two": 2,
            "decoder_evals": 1, "gain_n": 8, "match_n": 4,
            "grid_256": 2, "grid_1024": 1}
-CLIP_BATCH = 64
-# The demo's CLIP: a small ResNet image tower (configs/clip_model/unclip-tiny-rn). After 360 steps its z_i
-# encodes colour (100%), size (89–94%) and some position (27–39%) where the ViT of unclip-tiny stays near chance
-# even at 540 steps (linear probe, see the report); neither learns shape in a CPU-minutes budget, and its text
-# tower barely separates shape or place words (docs/learning.md), so the decoder reads the caption itself.
-CLIP_ARCH = "unclip-tiny-rn"
-
-# Per-stage training overrides (tiny presets; learning rates for a few-minute run, not the paper's).
-STAGE_ARGS = {
-    "prior": ["batch_size=64", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20"],
-    # A 2×2 space-to-depth stem (UNet levels at 32/16/8 px): 41 vs ~15 samples/s fp32 on 2 AVX2 cores; batch
-    # 16 gives more optimizer steps in the budget. The recipe (docs/learning.md, A/B with bench/learning.py):
-    # v-prediction, x/y coordinate channels, the decoder's own caption Transformer over token ids (the
-    # paper's; the tiny CLIP's token features barely tell "top" from "bottom" or "star" from "circle").
-    "decoder": ["batch_size=16", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=20", "trainer.precision=auto",
-                "+model.overrides.patch_size=2", "+model.overrides.channel_mult=[1,2,2]",
-                "+model.overrides.attention_resolutions=[16,8]", "stage.mean_type=v",
-                "+model.overrides.coord_channels=true", "+model.overrides.text_source=ids"],
-    "sr256": ["batch_size=8", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=10", "trainer.precision=auto"],
-    "sr1024": ["batch_size=2", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=5", "trainer.precision=auto"],
-}
-STAGE_DATA = {"prior": "embeddings", "decoder": "data", "sr256": "data256", "sr1024": "data1024"}
+# Each stage's recipe (batch size, learning rate, model overrides) is configs/experiment/shapes_demo_<stage>.yaml;
+# the demo adds its data folder (below), paths, the budget and the seed.
+STAGE_DATA = {"clip": "data", "prior": "embeddings", "decoder": "data", "sr256": "data256", "sr1024": "data1024"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -152,46 +133,22 @@ def make_data(out: Path, b: dict[str, int], args) -> None:
     ]
     for folder, split, n, extra, heldout in jobs:
         name = f"render {folder.parent.name}/{split}"
+        workers = args.threads if n * max((1, *extra)) ** 2 > 2e6 else 1
         write_shards(folder, split=split, n=n, resolution=64, extra_resolutions=extra, seed=args.seed,
-                     shard_size=1000 if not extra else 200, heldout=heldout, num_workers=args.threads if n * max((1, *extra)) ** 2 > 2e6 else 1,
+                     shard_size=1000 if not extra else 200, heldout=heldout, num_workers=workers,
                      progress=lambda it, n=n, name=name: tqdm(it, total=n, desc=name, dynamic_ncols=True))
 
 
-def _load_split(clip: FrozenCLIP, folder: Path) -> tuple[torch.Tensor, list[str]]:
-    from unclip.data.wds import shard_pipeline
-    images, captions = [], []
-    for x, c in shard_pipeline(str(folder / "*.tar"), batch_size=500, fields=("image", "caption"),
-                               shuffle_shards=False, rank=0, world_size=1):
-        images.append(clip.preprocess_tensor(x, value_range=(-1.0, 1.0)))
-        captions += list(c)
-    return torch.cat(images), captions
-
-
 def train_clip(out: Path, b: dict[str, int], args) -> tuple[FrozenCLIP, dict]:
-    """The tiny CLIP, trained contrastively on the train renders held in memory (no decode per step)."""
-    torch.manual_seed(args.seed)
-    clip = FrozenCLIP.create(CLIP_ARCH)
-    images, captions = _load_split(clip, out / "data" / "train")
-    g = torch.Generator().manual_seed(args.seed)
-
-    def batches():
-        while True:
-            perm = torch.randperm(len(captions), generator=g)
-            for lo in range(0, len(perm) - CLIP_BATCH + 1, CLIP_BATCH):
-                idx = perm[lo:lo + CLIP_BATCH]
-                yield images[idx], [captions[i] for i in idx.tolist()]
-
-    model = clip.model
-    model.requires_grad_(True)
-    try:
-        result = train_clip_contrastive(model, clip.tokenize, batches(),
-                                        ClipTrainConfig(steps=b["clip_steps"], lr=2e-3, warmup_steps=20))
-    finally:
-        model.requires_grad_(False)
-        model.eval()
-    after = evaluate_retrieval(clip, out / "data" / "val" / "*.tar")
-    return clip, {"steps": b["clip_steps"], "batch": CLIP_BATCH, "loss_first": result.losses[0],
-                  "loss_last": result.losses[-1], "losses": result.losses, "val_retrieval": after}
+    """The tiny CLIP: the training loop's clip stage on the train renders (``train_stage``), its val retrieval
+    measured at the end of the run. Its release stays in the run folder until ``embed`` completes it."""
+    run_dir = out / "runs" / "clip" / "run"
+    release = run_dir / "export" / "clip"
+    finished = _released(release) and (run_dir / "summary.json").is_file()  # only embed was cut short last time
+    report = _run_report(run_dir) if finished else train_stage("clip", out, b, args)
+    last = report["evals"][-1] if report["evals"] else {}
+    report["val_retrieval"] = {k.removeprefix("clip/val_"): v for k, v in last.items() if k.startswith("clip/val_")}
+    return FrozenCLIP.load(release), report
 
 
 def embed(clip: FrozenCLIP, out: Path) -> dict:
@@ -245,34 +202,54 @@ def probe_embeddings(out: Path) -> dict:
     return result
 
 
-def _instrument_args(stage: str, b: dict[str, int]) -> list[str]:
+def stage_recipe(stage: str):
+    """The composed training config of ``stage`` under its demo recipe (experiment=shapes_demo_<stage>)."""
+    from unclip.training import compose_config
+
+    return compose_config([f"stage={stage}", f"experiment=shapes_demo_{stage}"])
+
+
+def _samples(stage: str, b: dict[str, int], batch_size: int) -> int:
+    """The stage's training length in samples (the CLIP's budget is counted in steps)."""
+    return b["clip_steps"] * batch_size if stage == "clip" else b[f"{stage}_samples"]
+
+
+def _instrument_args(stage: str, b: dict[str, int], batch_size: int) -> list[str]:
     """The decoder's learning instrument (conditioning gain + oracle match, unclip.evals.conditioning) at
     ``decoder_evals`` points along training, the last at the end (sample.every_steps=0: only at the end)."""
     if stage != "decoder":
         return []
-    steps = math.ceil(b["decoder_samples"] / int(STAGE_ARGS["decoder"][0].split("=")[1]))
+    steps = math.ceil(b["decoder_samples"] / batch_size)
     n = b["decoder_evals"]
     every = math.ceil(steps / n) if n > 1 else 0 if n == 1 else -1  # -1: no evaluation at all
     return [f"sample.every_steps={every}", f"sample.gain_n={b['gain_n']}", f"sample.match_n={b['match_n']}"]
 
 
 def train_stage(stage: str, out: Path, b: dict[str, int], args) -> dict:
-    """One `train/train.py` subprocess; resumes from its checkpoints when a previous run was cut short."""
+    """One `train/train.py` subprocess; resumes from its checkpoints when a previous run was cut short. The
+    CLIP's release stays in its run folder (``embed`` adds the z_i statistics before it joins the pipeline)."""
     data = STAGE_DATA[stage]
     run_dir = out / "runs" / stage / "run"
-    every = max(10, math.ceil(b[f"{stage}_samples"] / int(STAGE_ARGS[stage][0].split("=")[1]) / 4))
-    cmd = [sys.executable, str(REPO / "train" / "train.py"), f"stage={stage}", "experiment=shapes_demo",
-           f"run_dir={run_dir}", f"export_dir={out / 'pipeline'}", f"clip.path={out / 'pipeline' / 'clip'}",
+    batch_size = stage_recipe(stage).batch_size
+    samples = _samples(stage, b, batch_size)
+    every = max(10, math.ceil(samples / batch_size / 4))
+    export_dir = "null" if stage == "clip" else out / "pipeline"
+    cmd = [sys.executable, str(REPO / "train" / "train.py"), f"stage={stage}", f"experiment=shapes_demo_{stage}",
+           f"run_dir={run_dir}", f"export_dir={export_dir}", f"clip.path={out / 'pipeline' / 'clip'}",
            f"data.shards={out / data / 'train'}", f"data.val_shards={out / data / 'val'}",
-           f"total_samples={b[f'{stage}_samples']}", f"seed={args.seed}", "checkpoint.resume=true",
-           f"checkpoint.every_steps={every}", *STAGE_ARGS[stage], *_instrument_args(stage, b),
-           *getattr(args, "stage_extra", {}).get(stage, [])]
+           f"total_samples={samples}", f"seed={args.seed}", "checkpoint.resume=true",
+           f"checkpoint.every_steps={every}", *_instrument_args(stage, b, batch_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HYDRA_FULL_ERROR="1")
     log.info("running %s", " ".join(cmd[1:]))
     proc = subprocess.run(cmd, cwd=REPO, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"stage {stage} failed (exit {proc.returncode}); rerun the demo to resume it from its "
                          f"last checkpoint in {run_dir}")
+    return _run_report(run_dir)
+
+
+def _run_report(run_dir: Path) -> dict:
+    """What the demo keeps of a finished run (its summary.json)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"run_dir": str(run_dir), "steps": summary["steps"], "samples_seen": summary["samples_seen"],
             "final_loss": summary["losses"][-1] if summary["losses"] else None, "evals": summary.get("evals", []),

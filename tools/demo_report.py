@@ -23,7 +23,7 @@ from unclip.evals import jobs
 from unclip.evals.report import Report, image_grid_block, lines_block, loss_curves_blocks, table_block, text_block
 from unclip.io import atomic_write_json
 from unclip.metrics import wilson_interval
-from unclip.models import PIPELINE_STAGES, STAGES
+from unclip.models import PIPELINE_STAGES
 from unclip.pipeline import UnCLIPPipeline
 
 SYSTEMS = {
@@ -131,10 +131,7 @@ def sample_all(out: Path, cfg: dict, threads: int) -> dict:
 
 def _loss_curves(state: dict) -> dict[str, list[tuple[float, float]]]:
     curves = {}
-    clip_losses = state["stages"].get("clip", {}).get("losses")
-    if clip_losses:
-        curves["clip"] = _smooth(clip_losses)
-    for stage in STAGES:
+    for stage in PIPELINE_STAGES:
         run_dir = state["stages"].get(stage, {}).get("run_dir")
         if run_dir and (Path(run_dir) / "summary.json").is_file():
             curves[stage] = _smooth(json.loads((Path(run_dir) / "summary.json").read_text())["losses"])

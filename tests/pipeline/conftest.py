@@ -1,12 +1,10 @@
 """Tiny random-weight pipelines shared by the pipeline tests (built once per session)."""
 import pytest
-import torch
 
 from unclip.clip import FrozenCLIP
-from unclip.data.shapes import ShapesDataset
+from unclip.data.write_shards import write_shards
 from unclip.pipeline import UnCLIPPipeline, build_random_pipeline
-from unclip.pipeline.images import to_tensor
-from unclip.training.clip_contrastive import ClipTrainConfig, train_clip_contrastive
+from unclip.training import compose_config, train
 
 # Few steps: random weights make noise at any step count; the code paths are what is tested.
 FAST = {"prior": {"steps": 4}, "decoder": {"steps": 4}, "sr256": {"steps": 2}, "sr1024": {"steps": 1},
@@ -38,20 +36,14 @@ def inpaint_pipe(inpaint_dir):
 
 
 @pytest.fixture(scope="session")
-def trained_clip():
-    """unclip-tiny trained contrastively for 100 steps of 32 on 256 in-memory shapes samples (~40 s on one
-    thread; measured: red-star images score ~0.1–0.6 against "a red star", blue circles ~−0.35)."""
-    ds = ShapesDataset("train", length=256, seed=0)
-    images = torch.cat([to_tensor(ds.image(i)) for i in range(len(ds))])
-    captions = [ds.caption(i) for i in range(len(ds))]
-    torch.manual_seed(0)
-    clip = FrozenCLIP.create("unclip-tiny")
-    x = clip.preprocess_tensor(images, value_range=(-1.0, 1.0))
-    batches = [(x[i:i + 32], captions[i:i + 32]) for i in range(0, len(ds), 32)]
-    clip.model.requires_grad_(True)
-    try:
-        train_clip_contrastive(clip.model, clip.tokenize, batches,
-                               ClipTrainConfig(steps=100, lr=1e-3, warmup_steps=10, progress=False))
-    finally:
-        clip.model.requires_grad_(False)
-    return clip
+def trained_clip(tmp_path_factory):
+    """unclip-tiny trained by the loop's clip stage (stage=clip) for 100 steps of 32 on 256 shapes samples
+    (~45 s on one busy thread; measured: red-star images score ~0.3–0.74 against "a red star", blue circles
+    ~−0.52, plain colours at most 0.58)."""
+    root = tmp_path_factory.mktemp("clip_stage")
+    write_shards(root / "train", split="train", n=256, shard_size=128, seed=0)
+    train(compose_config(["stage=clip", "logger=none", "logger.progress=false", f"run_dir={root / 'run'}",
+                          f"data.shards={root / 'train'}", f"data.val_shards={root / 'train'}", "batch_size=32",
+                          "total_samples=3200", "stage.optim.lr=1e-3", "stage.optim.warmup_steps=10",
+                          "sample.every_steps=-1", "checkpoint.every_steps=0"]))
+    return FrozenCLIP.load(root / "run" / "export" / "clip")

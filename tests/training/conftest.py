@@ -52,13 +52,9 @@ def overrides_for(stage: str, data: dict[str, str], run_dir, *extra: str) -> lis
 
 
 def compose_cfg(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from unclip.training import compose_config
 
-    from unclip.training import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def subprocess_env() -> dict[str, str]:

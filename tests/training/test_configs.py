@@ -49,6 +49,13 @@ def test_paper_hyperparameters_are_the_stage_defaults():
     assert compose_cfg(["stage=sr1024"]).stage.corruption == "bsr"
 
 
+def test_every_stage_yaml_sets_the_recipe_fields_the_schema_requires():
+    from omegaconf import OmegaConf
+
+    for stage in PIPELINE_STAGES:  # optimizer and EMA numbers have no schema default: the stage YAML is their one place
+        assert OmegaConf.missing_keys(compose_cfg([f"stage={stage}"]).stage) == set(), stage
+
+
 @pytest.mark.parametrize("override,key", [("trainer.micro_bach=2", "micro_bach"), ("stage.optim.lrr=1", "lrr"),
                                           ("batchsize=4", "batchsize")])
 def test_a_typo_fails_naming_the_key(override, key):

@@ -4,31 +4,37 @@
 typed and in struct mode: an unknown or misspelled key (in a YAML file or a command-line override)
 fails at start with Hydra/OmegaConf's message naming the key and the schema it is not in.
 
-Paper hyperparameters are the ``stage`` group's defaults (Ramesh et al. 2022, Table 3).
+Paper hyperparameters are the ``stage`` group's defaults (Ramesh et al. 2022, Table 3): each stage's recipe
+(optimizer, EMA and what differs from the fields' defaults below) lives in ``configs/stage/<stage>.yaml`` only,
+so the recipe fields are required (``MISSING``) here rather than given a second, drifting value.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1.2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1.0e-8
-    weight_decay: float = 0.0  # applied to ≥2-d weights only
-    warmup_steps: int = 0  # linear warm-up, then `schedule`
+    # Every stage's recipe sets these in configs/stage/<stage>.yaml (their one place; required here).
+    lr: float = MISSING
+    betas: tuple[float, float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING  # applied to ≥2-d weights only
+    warmup_steps: int = MISSING  # linear warm-up, then `schedule`
+    # The same for every stage unless its YAML says otherwise.
     schedule: str = "constant"  # "constant" | "cosine" (to 0 at the last step)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
 
 
 @dataclass
 class EMAConfig:
-    decay: float = 0.9999  # 0 disables (EMA = the live weights)
+    decay: float = MISSING  # set by each stage's YAML; 0 disables (EMA = the live weights)
     warmup: bool = True  # decay_t = min(decay, (1 + t) / (10 + t)) so early EMA tracks the weights
 
 
@@ -42,7 +48,7 @@ class StageConfig:
     min_snr_gamma: Optional[float] = None  # min-SNR-γ loss weighting (Hang et al. 2023; 5 there); None: uniform
     corruption: str = "none"  # upsamplers: "blur" (sr256) | "bsr" (sr1024) | "none"
     normalizer: str = "stats"  # prior: "stats" (z_i standardised with data statistics) | "fixed" (preset scale)
-    gamma_steps: int = 64  # prior: analytic-DPM Γ stored in the release for this many sampling steps
+    gamma_steps: int = 64  # prior: analytic-DPM Γ stored in the release for this many sampling steps (paper: 64)
     gamma_samples: int = 256  # prior: held-out embeddings used to estimate Γ
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -143,6 +149,19 @@ class TrainConfig:
 def register_configs() -> None:
     """Register the schema; ``configs/train.yaml`` lists ``train_schema`` first in its defaults."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The training config that ``train/train.py <overrides>`` runs with, composed in-process (Hydra's compose
+    API): for calling the loop (``unclip.training.train``) from tools and tests."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def validate_config(cfg) -> None:

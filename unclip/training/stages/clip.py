@@ -11,8 +11,8 @@ from open_clip.loss import ClipLoss
 
 from unclip.clip import FrozenCLIP
 from unclip.data.wds import resolve_shards, shard_pipeline
+from unclip.evals.retrieval import evaluate_retrieval
 
-from ..clip_contrastive import evaluate_retrieval
 from .base import Evaluation, StageParts
 
 ARCH_BY_PRESET = {"tiny": "unclip-tiny", "base": "unclip-small"}
