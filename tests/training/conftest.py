@@ -10,7 +10,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = str(REPO / "configs")
 
 
 @pytest.fixture(scope="session")

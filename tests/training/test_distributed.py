@@ -5,7 +5,7 @@ import json
 import subprocess
 import textwrap
 
-from .conftest import CONFIGS, REPO, TORCHRUN, overrides_for, subprocess_env
+from .conftest import REPO, TORCHRUN, overrides_for, subprocess_env
 
 
 def test_torchrun_two_processes_ddp_gloo(tiny_data, tmp_path):
@@ -16,12 +16,8 @@ def test_torchrun_two_processes_ddp_gloo(tiny_data, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import json, os, torch
         torch.set_num_threads(1)
-        from hydra import compose, initialize_config_dir
-        from unclip.training import register_configs, train
-        register_configs()
-        with initialize_config_dir(config_dir={CONFIGS!r}, version_base="1.3"):
-            cfg = compose("train", overrides={overrides!r})
-        summary = train(cfg)
+        from unclip.training import compose_config, train
+        summary = train(compose_config({overrides!r}))
         with open(os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".json"), "w") as f:
             json.dump(summary, f)
     """))
