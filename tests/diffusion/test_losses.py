@@ -56,6 +56,28 @@ def test_vlb_is_finite_and_nonnegative_including_decoder_nll(var_type):
     assert vlb.shape == (6,) and torch.isfinite(vlb).all() and (vlb >= 0).all() and (vlb[:2] > 0).all()
 
 
+def test_vlb_takes_the_decoder_nll_exactly_at_the_t0_rows_wherever_they_sit():
+    """The NLL is computed only for the t = 0 rows (on the CPU): each row must equal the formula applied to
+    that sample alone, KL rows must not change, and a batch without t = 0 is all KL."""
+    x0, noise, _, _, gen = _batch(seed=3)
+    t = torch.tensor([17, 0, 999, 0, 1, 500])
+    x_t = DIFF.q_sample(x0, t, noise)
+    frac = torch.rand(x0.shape, generator=gen, dtype=x0.dtype).requires_grad_()
+    pred = Prediction(x0=torch.randn(x0.shape, generator=gen, dtype=x0.dtype), eps=noise, var_frac=frac)
+    vlb = VLBLoss(DIFF, VarType.LEARNED_RANGE)(pred, x0, x_t, t, noise)
+    mean, _, _ = DIFF.q_posterior_mean_variance(pred.x0, x_t, t)
+    logvar = DIFF.p_log_variance(VarType.LEARNED_RANGE, t, x_t, frac)
+    for row in (1, 3):
+        nll = -discretized_gaussian_log_likelihood(x0[row], mean[row], 0.5 * logvar[row]).mean() / math.log(2)
+        assert vlb[row].item() == pytest.approx(nll.item(), rel=1e-12)
+    kl_only = VLBLoss(DIFF, VarType.LEARNED_RANGE)(
+        Prediction(pred.x0[[0, 2, 4, 5]], noise[[0, 2, 4, 5]], frac[[0, 2, 4, 5]]), x0[[0, 2, 4, 5]],
+        x_t[[0, 2, 4, 5]], t[[0, 2, 4, 5]], noise[[0, 2, 4, 5]])
+    torch.testing.assert_close(vlb[[0, 2, 4, 5]], kl_only, rtol=0, atol=0)
+    vlb.sum().backward()
+    assert frac.grad.flatten(1).abs().sum(1).gt(0).all()  # every row, NLL or KL, trains its variance
+
+
 def test_vlb_is_zero_at_the_true_posterior_and_matches_closed_form_kl():
     x0, noise, t, x_t, _ = _batch()
     tp = t[t > 0]

@@ -101,8 +101,14 @@ class VLBLoss:
         model_logvar = d.p_log_variance(self.var_type, t, x_t, pred.var_frac)
         model_logvar = torch.as_tensor(model_logvar, dtype=x_t.dtype, device=x_t.device).expand_as(x_t)
         kl = mean_flat(normal_kl(true_mean, true_logvar, model_mean, model_logvar)) / math.log(2.0)
+        first = t == 0  # [B]
+        if t.device.type == "cpu":  # the NLL only for the rows that use it (a batch rarely has t = 0)
+            rows = first.nonzero().squeeze(1)  # no device sync on the CPU
+            x0, model_mean, model_logvar = x0[rows], model_mean[rows], model_logvar[rows]
         nll = -mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)) / math.log(2.0)
-        return torch.where(t == 0, nll, kl)
+        if t.device.type == "cpu":
+            nll = kl.new_zeros(kl.shape).index_copy(0, rows, nll)  # [B]
+        return torch.where(first, nll, kl)
 
 
 class HybridLoss:

@@ -1,14 +1,15 @@
-"""Multi-head attention through ``F.scaled_dot_product_attention`` (flash / mem-efficient on GPU).
+"""Multi-head attention through ``F.scaled_dot_product_attention`` (flash / mem-efficient on GPU; the
+kernel choice on the CPU is in ``kernels.py``).
 
 Masks are boolean with True = may attend. Padding masks for tokens are [B, S] with True = real token.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpointing import checkpoint
+from .kernels import attention
 from .layers import group_norm, zero_module
 
 
@@ -100,7 +101,7 @@ class ImageAttentionBlock(nn.Module):
         elif context_mask is not None:
             raise ValueError("ImageAttentionBlock: context_mask given without context")
         q, k, v = (split_heads(z, self.heads) for z in (q, k, v))  # [B, heads, L, C/heads]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, HW, C/heads]
+        out = attention(q, k, v, mask)  # [B, heads, HW, C/heads]
         out = self.proj_out(merge_heads(out))  # [B, HW, C]
         return x + out.transpose(1, 2).reshape(b, c, hgt, wid)  # [B, C, H, W]
 
@@ -120,10 +121,10 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         q, k, v = (split_heads(z, self.heads) for z in self.to_qkv(x).chunk(3, dim=-1))  # [B, heads, T, d]
         if key_padding_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, heads, T, d]
+            out = attention(q, k, v, causal=causal)  # [B, heads, T, d]
         else:
             mask = token_attention_mask(key_padding_mask, n, causal)  # [B, 1, T, T]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, T, d]
+            out = attention(q, k, v, mask)  # [B, heads, T, d]
         return self.proj_out(merge_heads(out))  # [B, T, width]
 
 

@@ -5,16 +5,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import group_norm_in_float32
+
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 and cast back (ADM: stable statistics under bf16/fp16).
 
     bf16 on the CPU goes to the native kernel, which already computes in float32 and rounds the output
     once: the same values without the two full-size conversion copies (bench/decoder_speed.py: 6.5 ms
-    -> 0.6 ms on an [8, 64, 64, 64] map; tests/nn check the values agree)."""
+    -> 0.6 ms on an [8, 64, 64, 64] map; tests/nn check the values agree). Its backward on channels-last
+    maps, and its forward on small ones, are slower than float32's: there the float32 path runs
+    (``kernels.group_norm_in_float32``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and not group_norm_in_float32(x):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)  # float64 stays
 

@@ -74,7 +74,19 @@ def make_optimizer(model: torch.nn.Module, o) -> torch.optim.AdamW:
         if p.requires_grad:
             (decay if p.ndim >= 2 and "logit_scale" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **optimizer_kernel(decay + no_decay))
+
+
+def optimizer_kernel(params: list[torch.Tensor]) -> dict[str, bool]:
+    """The fused AdamW kernel (one pass over all tensors: 25.7 -> 4.6 ms per step for the demo decoder's 4.8M
+    parameters on 2 CPU cores, bench/cpu_kernels.py) for plain CPU / CUDA tensors; the multi-tensor
+    ``foreach`` kernel for sharded (FSDP2 DTensor) ones. Same update; the fused kernel rounds differently
+    in the last bit."""
+    from torch.distributed.tensor import DTensor
+
+    plain = all(not isinstance(p, DTensor) and p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                for p in params)
+    return {"fused": True} if plain else {"foreach": True}
 
 
 # ------------------------------------------------------------------ model / optimizer state (full, CPU)
@@ -109,6 +121,9 @@ def _load_model_optim(model, opt, state: dict[str, Any], strategy: str) -> None:
     else:
         dist.unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+    kernel = {"fused": None, "foreach": None} | optimizer_kernel([p for g in opt.param_groups for p in g["params"]])
+    for group in opt.param_groups:  # a saved state also carries its run's kernel flags: keep this run's
+        group.update(kernel)
 
 
 # ------------------------------------------------------------------ the loop

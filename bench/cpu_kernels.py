@@ -1,0 +1,185 @@
+"""The measurements behind ``unclip/nn/kernels.py`` and the fused AdamW: per op, and on the whole train step
+of `make demo`'s decoder (configs/experiment/shapes_demo_decoder.yaml, batch 16, bf16 autocast).
+
+Per op (forward only, and forward + backward), in one interleaved run: attention through
+``F.scaled_dot_product_attention`` on bfloat16 inputs ("native") vs the same call in float32 rounded back
+("float32"), and GroupNorm on channels-last bfloat16 maps the same two ways; AdamW's for-loop, foreach and
+fused kernels on the demo decoder's parameters. Then the whole step: kernel_policy("native") + for-loop
+AdamW (the code before) against kernel_policy("auto") + fused AdamW (now), interleaved.
+
+    .venv/bin/python bench/cpu_kernels.py [--repeats 15]     # writes bench/results/cpu_kernels.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unclip.nn import GroupNorm32, kernel_policy  # noqa: E402
+from unclip.nn.kernels import attention  # noqa: E402
+
+BF16 = torch.bfloat16
+# (batch, heads, queries, keys, head dim): the demo decoder's 16- and 8-px blocks (image + 36 caption tokens),
+# the prior-sized token attention, and issue 18's 32x32 workload
+ATTENTION = [(16, 2, 256, 292, 32), (16, 2, 64, 100, 32), (16, 8, 64, 77, 64), (8, 2, 1024, 1029, 32)]
+GROUPNORM = [(16, 64, 32, 32), (16, 128, 16, 16), (16, 128, 8, 8), (8, 64, 64, 64)]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed A, B, A, B … after one warm call each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def op_rows(repeats: int) -> list[dict]:
+    rows = []
+    for b, h, lq, lk, d in ATTENTION:
+        q, k, v = (torch.randn(b, h, n, d, dtype=BF16, requires_grad=True) for n in (lq, lk, lk))
+        mask = torch.ones(b, 1, 1, lk, dtype=torch.bool)
+        mask[..., -3:] = False  # padding tokens, as captions have
+        gy = torch.randn(b, h, lq, d, dtype=BF16)
+        rows.append(_op_row("attention", (b, h, lq, lk, d), lambda q=q, k=k, v=v, m=mask: attention(q, k, v, m), gy,
+                            repeats))
+    for shape in GROUPNORM:
+        x = torch.randn(shape, dtype=BF16).contiguous(memory_format=torch.channels_last).requires_grad_()
+        gy = torch.randn(shape, dtype=BF16).contiguous(memory_format=torch.channels_last)
+        gn = GroupNorm32(32, shape[1])
+        rows.append(_op_row("group_norm NHWC", shape, lambda gn=gn, x=x: gn(x), gy, repeats))
+    return rows
+
+
+def _op_row(op: str, shape, fn: Callable[[], torch.Tensor], gy: torch.Tensor, repeats: int) -> dict:
+    def fwd(policy):
+        def run():
+            with torch.no_grad(), kernel_policy(policy):
+                fn()
+        return run
+
+    def fwd_bwd(policy):
+        def run():
+            with kernel_policy(policy):
+                fn().backward(gy)
+        return run
+
+    # forward only: the rule keeps bfloat16 (no autograd), so "auto" there is "native"; time the float32
+    # variant directly to show why
+    f = interleaved({"native": fwd("native"), "float32": _float32_forward(fn)}, repeats)
+    fb = interleaved({"native": fwd_bwd("native"), "auto (float32)": fwd_bwd("auto")}, repeats)
+    row = {"op": op, "shape": list(shape), "forward_ms": {k: v * 1e3 for k, v in f.items()},
+           "forward_backward_ms": {k: v * 1e3 for k, v in fb.items()}}
+    row["forward_backward_native_over_auto"] = fb["native"] / fb["auto (float32)"]
+    row["forward_native_over_float32"] = f["native"] / f["float32"]
+    return row
+
+
+def _float32_forward(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """The forward with the float32 kernel (autograd recording, so the rule picks it; the graph is dropped)."""
+    def run():
+        with kernel_policy("auto"):
+            fn()
+    return run
+
+
+def adam_rows(repeats: int) -> dict:
+    model = demo_decoder()
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for name, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        ps = [p.detach().clone().requires_grad_() for p in params]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        opt = torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, **kw)
+        out[name] = opt.step
+    ms = {k: v * 1e3 for k, v in interleaved(out, repeats).items()}
+    return {"params": sum(p.numel() for p in params), "tensors": len(params), "step_ms": ms,
+            "for_loop_over_fused": ms["for-loop"] / ms["fused"]}
+
+
+def demo_decoder():
+    from unclip.training import compose_config
+    from unclip.training.stages.common import stage_spec
+
+    cfg = compose_config(["stage=decoder", "experiment=shapes_demo_decoder"])
+    return stage_spec(cfg).build_model()
+
+
+def step_rows(repeats: int) -> dict:
+    """The demo decoder's train step, before (native kernels, for-loop AdamW) vs now, interleaved."""
+    from unclip.diffusion import HybridLoss
+    from unclip.training import compose_config
+    from unclip.training.loop import make_optimizer
+    from unclip.training.stages.common import DiffusionObjective, stage_spec
+
+    cfg = compose_config(["stage=decoder", "experiment=shapes_demo_decoder"])
+    spec = stage_spec(cfg)
+    torch.manual_seed(0)
+    model = spec.build_model().train()
+    objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
+    assert isinstance(objective.loss, HybridLoss) or cfg.stage.loss == "mse"
+    f, b = spec.fields, cfg.batch_size
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(b, 3, f["image_size"], f["image_size"], generator=g) * 2 - 1
+    tokens = torch.randint(1, 100, (b, f["clip_context_length"]), generator=g)
+    tokens[:, 12:] = 0
+    cond = {"image_emb": torch.randn(b, f["clip_embed_dim"], generator=g), "text_tokens": tokens,
+            "text_mask": tokens != 0, "drop_image": torch.zeros(b, dtype=torch.bool),
+            "drop_text": torch.zeros(b, dtype=torch.bool)}
+    fused = make_optimizer(model, cfg.stage.optim)
+    loop = torch.optim.AdamW(fused.param_groups, foreach=False)
+
+    def step(policy, opt):
+        def run():
+            with kernel_policy(policy), torch.autocast("cpu", dtype=BF16):
+                loss = objective(model, x0, cond, torch.Generator().manual_seed(1)).float().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    s = interleaved({"before": step("native", loop), "now": step("auto", fused)}, repeats)
+    return {"batch": b, "params": sum(p.numel() for p in model.parameters()), "step_s": s,
+            "before_over_now": s["before"] / s["now"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_kernels.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {"machine": platform.machine(), "processor": platform.processor() or "", "threads": args.threads,
+              "torch": torch.__version__, "ops": op_rows(args.repeats), "adamw": adam_rows(args.repeats),
+              "demo_decoder_step": step_rows(args.repeats)}
+    for r in result["ops"]:
+        print(f"{r['op']:16s} {str(tuple(r['shape'])):26s} fwd+bwd native/auto "
+              f"{r['forward_backward_native_over_auto']:.2f}, fwd native/float32 "
+              f"{r['forward_native_over_float32']:.2f}")
+    a = result["adamw"]
+    print("AdamW ms: " + ", ".join(f"{k} {v:.1f}" for k, v in a["step_ms"].items()))
+    s = result["demo_decoder_step"]
+    print(f"demo decoder step: before {s['step_s']['before']:.3f} s, now {s['step_s']['now']:.3f} s "
+          f"({s['before_over_now']:.2f}x)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
