@@ -2,10 +2,11 @@
 of `make demo`'s decoder (configs/experiment/shapes_demo_decoder.yaml, batch 16, bf16 autocast).
 
 Per op (forward only, and forward + backward), in one interleaved run: attention through
-``F.scaled_dot_product_attention`` on bfloat16 inputs ("native") vs the same call in float32 rounded back
-("float32"), and GroupNorm on channels-last bfloat16 maps the same two ways; AdamW's for-loop, foreach and
-fused kernels on the demo decoder's parameters. Then the whole step: kernel_policy("native") + for-loop
-AdamW (the code before) against kernel_policy("auto") + fused AdamW (now), interleaved.
+``F.scaled_dot_product_attention`` on bfloat16 inputs vs the same call in float32 rounded back, and GroupNorm
+on channels-last bfloat16 maps the same two ways, with the kernel the rule picks for training and for
+sampling; AdamW's for-loop, foreach and fused kernels on the demo decoder's parameters. Then the whole
+step: kernel_policy("native") + for-loop AdamW (the code before) against kernel_policy("auto") + fused AdamW
+(now), interleaved. (The decoder-NLL-at-t=0 saving is in both arms.)
 
     .venv/bin/python bench/cpu_kernels.py [--repeats 15]     # writes bench/results/cpu_kernels.json
 """
@@ -21,11 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unclip.nn import GroupNorm32, kernel_policy  # noqa: E402
-from unclip.nn.kernels import attention  # noqa: E402
+from unclip.nn import kernel_policy  # noqa: E402
+from unclip.nn.kernels import attention_in_float32, group_norm_in_float32  # noqa: E402
 
 BF16 = torch.bfloat16
 # (batch, heads, queries, keys, head dim): the demo decoder's 16- and 8-px blocks (image + 36 caption tokens),
@@ -48,52 +50,53 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 
 
 def op_rows(repeats: int) -> list[dict]:
+    """Each op in its bfloat16 kernel vs in float32 rounded back, forward only and forward + backward, and
+    which one the rule (kernels.py) picks for training and for sampling."""
     rows = []
     for b, h, lq, lk, d in ATTENTION:
         q, k, v = (torch.randn(b, h, n, d, dtype=BF16, requires_grad=True) for n in (lq, lk, lk))
         mask = torch.ones(b, 1, 1, lk, dtype=torch.bool)
         mask[..., -3:] = False  # padding tokens, as captions have
         gy = torch.randn(b, h, lq, d, dtype=BF16)
-        rows.append(_op_row("attention", (b, h, lq, lk, d), lambda q=q, k=k, v=v, m=mask: attention(q, k, v, m), gy,
-                            repeats))
+        native = lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        f32 = lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=m).to(BF16)
+        rows.append(_op_row("attention", (b, h, lq, lk, d), native, f32, gy, repeats,
+                            train=attention_in_float32(q, k), sample=_no_grad(attention_in_float32, q, k)))
     for shape in GROUPNORM:
         x = torch.randn(shape, dtype=BF16).contiguous(memory_format=torch.channels_last).requires_grad_()
         gy = torch.randn(shape, dtype=BF16).contiguous(memory_format=torch.channels_last)
-        gn = GroupNorm32(32, shape[1])
-        rows.append(_op_row("group_norm NHWC", shape, lambda gn=gn, x=x: gn(x), gy, repeats))
+        gn = torch.nn.GroupNorm(32, shape[1])
+        native = lambda gn=gn, x=x: F.group_norm(x, 32, gn.weight, gn.bias, gn.eps)
+        f32 = lambda gn=gn, x=x: gn(x.float()).to(BF16)
+        rows.append(_op_row("group_norm NHWC", shape, native, f32, gy, repeats,
+                            train=group_norm_in_float32(x), sample=_no_grad(group_norm_in_float32, x)))
     return rows
 
 
-def _op_row(op: str, shape, fn: Callable[[], torch.Tensor], gy: torch.Tensor, repeats: int) -> dict:
-    def fwd(policy):
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
+
+
+def _op_row(op: str, shape, native: Callable[[], torch.Tensor], f32: Callable[[], torch.Tensor], gy: torch.Tensor,
+            repeats: int, *, train: bool, sample: bool) -> dict:
+    def fwd(fn):
         def run():
-            with torch.no_grad(), kernel_policy(policy):
+            with torch.no_grad():
                 fn()
         return run
 
-    def fwd_bwd(policy):
-        def run():
-            with kernel_policy(policy):
-                fn().backward(gy)
-        return run
+    def fwd_bwd(fn):
+        return lambda: fn().backward(gy)
 
-    # forward only: the rule keeps bfloat16 (no autograd), so "auto" there is "native"; time the float32
-    # variant directly to show why
-    f = interleaved({"native": fwd("native"), "float32": _float32_forward(fn)}, repeats)
-    fb = interleaved({"native": fwd_bwd("native"), "auto (float32)": fwd_bwd("auto")}, repeats)
-    row = {"op": op, "shape": list(shape), "forward_ms": {k: v * 1e3 for k, v in f.items()},
-           "forward_backward_ms": {k: v * 1e3 for k, v in fb.items()}}
-    row["forward_backward_native_over_auto"] = fb["native"] / fb["auto (float32)"]
-    row["forward_native_over_float32"] = f["native"] / f["float32"]
-    return row
-
-
-def _float32_forward(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """The forward with the float32 kernel (autograd recording, so the rule picks it; the graph is dropped)."""
-    def run():
-        with kernel_policy("auto"):
-            fn()
-    return run
+    f = interleaved({"bf16": fwd(native), "float32": fwd(f32)}, repeats)
+    fb = interleaved({"bf16": fwd_bwd(native), "float32": fwd_bwd(f32)}, repeats)
+    return {"op": op, "shape": list(shape), "forward_ms": {k: v * 1e3 for k, v in f.items()},
+            "forward_backward_ms": {k: v * 1e3 for k, v in fb.items()},
+            "forward_bf16_over_float32": f["bf16"] / f["float32"],
+            "forward_backward_bf16_over_float32": fb["bf16"] / fb["float32"],
+            "rule_picks": {"training": "float32" if train else "bf16", "sampling": "float32" if sample else "bf16"}}
 
 
 def adam_rows(repeats: int) -> dict:
@@ -121,7 +124,6 @@ def demo_decoder():
 
 def step_rows(repeats: int) -> dict:
     """The demo decoder's train step, before (native kernels, for-loop AdamW) vs now, interleaved."""
-    from unclip.diffusion import HybridLoss
     from unclip.training import compose_config
     from unclip.training.loop import make_optimizer
     from unclip.training.stages.common import DiffusionObjective, stage_spec
@@ -131,7 +133,6 @@ def step_rows(repeats: int) -> dict:
     torch.manual_seed(0)
     model = spec.build_model().train()
     objective = DiffusionObjective(spec, cfg.stage.loss, cfg.stage.min_snr_gamma)
-    assert isinstance(objective.loss, HybridLoss) or cfg.stage.loss == "mse"
     f, b = spec.fields, cfg.batch_size
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(b, 3, f["image_size"], f["image_size"], generator=g) * 2 - 1
@@ -168,9 +169,10 @@ def main() -> None:
               "torch": torch.__version__, "ops": op_rows(args.repeats), "adamw": adam_rows(args.repeats),
               "demo_decoder_step": step_rows(args.repeats)}
     for r in result["ops"]:
-        print(f"{r['op']:16s} {str(tuple(r['shape'])):26s} fwd+bwd native/auto "
-              f"{r['forward_backward_native_over_auto']:.2f}, fwd native/float32 "
-              f"{r['forward_native_over_float32']:.2f}")
+        picks = r["rule_picks"]
+        print(f"{r['op']:16s} {str(tuple(r['shape'])):24s} bf16/float32: fwd+bwd "
+              f"{r['forward_backward_bf16_over_float32']:.2f}, fwd {r['forward_bf16_over_float32']:.2f}; "
+              f"rule: train {picks['training']}, sample {picks['sampling']}")
     a = result["adamw"]
     print("AdamW ms: " + ", ".join(f"{k} {v:.1f}" for k, v in a["step_ms"].items()))
     s = result["demo_decoder_step"]

@@ -56,7 +56,7 @@ STAGES = ("data", "clip", "embed", "prior", "decoder", "sr256", "sr1024", "sampl
 BUDGET = {
     "n_train": 6000, "n_val": 512, "n_256": 600, "n_1024": 24,      # rendered samples
     "clip_steps": 300,                                               # CLIP steps (batch: shapes_demo_clip)
-    "prior_samples": 20000, "decoder_samples": 20000, "sr256_samples": 1600, "sr1024_samples": 96,
+    "prior_samples": 20000, "decoder_samples": 28000, "sr256_samples": 1600, "sr1024_samples": 96,
     "eval_one": 48, "eval_two": 16,                                  # held-out eval prompts (1 seed each)
     "decoder_evals": 3, "gain_n": 64, "match_n": 32,                 # the decoder's learning instrument
     "grid_256": 16, "grid_1024": 1,                                  # showcase images
