@@ -1,6 +1,7 @@
 """The 64-px decoder (§2.1): both text sources, CFG null paths, inpainting channels, masks, sampling."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from unclip.diffusion import GaussianDiffusion, make_betas
 from unclip.models import MASK_KINDS, get_preset, random_inpaint_mask, sample_decoder
@@ -142,3 +143,45 @@ def test_patch_stem_decoder_attends_at_the_pixel_resolutions_it_names():
         out = model(**inp)
     assert out.shape == (2, 6, 64, 64) and torch.isfinite(out).all()
     assert sizes == {16, 8}  # feature maps of 16 and 8 px for a 64-px image, as with patch_size=1
+
+
+class _CastCounter(TorchDispatchMode):
+    """Counts float32 -> bfloat16 copies (autocast's casts) made while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and args[0].dtype == torch.float32 \
+                and kwargs.get("dtype") == torch.bfloat16:
+            self.casts += 1
+        return func(*args, **kwargs)
+
+
+def test_bf16_sampling_casts_each_weight_once_per_call_with_the_same_images():
+    """Under bf16 the weights' bf16 copies are made once per sampling call, not at every step
+    (weight_casts_kept); autocast only keeps casts of weights that require grad, so freezing the weights is
+    the per-step arm. Both arms must give the same bytes."""
+    pr, model = tiny()
+    perturb(model)
+    inp = decoder_inputs(pr)
+    diffusion = GaussianDiffusion(make_betas("cosine", 100))
+    out, per_step = {}, {}
+    for arm in ("kept", "per step"):
+        model.requires_grad_(arm == "kept")
+        counts = []
+        for steps in (2, 6):
+            with _CastCounter() as counter, torch.no_grad():
+                out[arm, steps] = sample_decoder(model, diffusion, inp["image_emb"], inp["text_tokens"],
+                                                 inp["text_mask"], settings=StageSettings("ddim", steps),
+                                                 mean_type="eps", generator=torch.Generator().manual_seed(0),
+                                                 dtype=torch.bfloat16)
+            counts.append(counter.casts)
+        per_step[arm] = (counts[1] - counts[0]) / 4
+    n_weights = sum(1 for p in model.parameters() if p.ndim >= 2)
+    assert per_step["per step"] >= n_weights  # every matmul / conv weight re-cast at every step
+    assert per_step["kept"] < per_step["per step"] - n_weights / 2  # ... but not when kept
+    for steps in (2, 6):
+        assert torch.equal(out["kept", steps], out["per step", steps])

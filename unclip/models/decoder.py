@@ -28,7 +28,7 @@ from unclip.diffusion import GaussianDiffusion, clip_x0, ddim_invert, randn, sam
 from unclip.nn import UNet, attention_downsample_factors
 
 from .conditioning import EmptyCaption, check_drop, replace_where
-from .sampling import StageSettings, StepEnd, resolve_variance, run_sampler, stage_denoiser
+from .sampling import StageSettings, StepEnd, resolve_variance, run_sampler, stage_denoiser, weight_casts_kept
 from .text_encoder import TextEncoder
 
 IMAGE_CHANNELS = 3
@@ -207,15 +207,17 @@ def sample_decoder(decoder: Decoder, diffusion: GaussianDiffusion, image_emb: to
     den = stage_denoiser(decoder, diffusion, mean_type=mean_type, learned_variance=decoder.learned_sigma,
                          dtype=dtype, guidance_scale=settings.guidance_scale, null=null)
     x = (b, IMAGE_CHANNELS, *size) if x_T is None else x_T
-    if known is not None and not decoder.inpaint:
-        repaint = StageSettings("ddpm", settings.steps, variance="auto")
-        start = randn((b, IMAGE_CHANNELS, *size), generator, dev, torch.float32) if x_T is None else x_T
-        return sample_repaint(den, start, diffusion.respace(settings.steps), known, keep, cond=cond,
-                              generator=generator, variance=resolve_variance(repaint, decoder.learned_sigma, None),
-                              resample=repaint_resample, step_end=step_end)
-    return run_sampler(settings, den, x, diffusion, cond=cond, generator=generator, gamma=gamma,
-                       learned_variance=decoder.learned_sigma, eta=eta, x0_transform=image_x0_transform(known, keep),
-                       step_end=step_end, device=dev, progress=progress)
+    with weight_casts_kept(dev, dtype):
+        if known is not None and not decoder.inpaint:
+            repaint = StageSettings("ddpm", settings.steps, variance="auto")
+            start = randn((b, IMAGE_CHANNELS, *size), generator, dev, torch.float32) if x_T is None else x_T
+            return sample_repaint(den, start, diffusion.respace(settings.steps), known, keep, cond=cond,
+                                  generator=generator, variance=resolve_variance(repaint, decoder.learned_sigma, None),
+                                  resample=repaint_resample, step_end=step_end)
+        return run_sampler(settings, den, x, diffusion, cond=cond, generator=generator, gamma=gamma,
+                           learned_variance=decoder.learned_sigma, eta=eta,
+                           x0_transform=image_x0_transform(known, keep), step_end=step_end, device=dev,
+                           progress=progress)
 
 
 @torch.no_grad()
@@ -227,4 +229,5 @@ def invert_decoder(decoder: Decoder, diffusion: GaussianDiffusion, images: torch
     cond, null = decoder_cond(decoder, image_emb, text_tokens, text_mask, text_emb=text_emb)
     den = stage_denoiser(decoder, diffusion, mean_type=mean_type, learned_variance=decoder.learned_sigma,
                          dtype=dtype, guidance_scale=settings.guidance_scale, null=null)
-    return ddim_invert(den, images, diffusion.respace(settings.steps), cond=cond, step_end=step_end)
+    with weight_casts_kept(images.device, dtype):
+        return ddim_invert(den, images, diffusion.respace(settings.steps), cond=cond, step_end=step_end)

@@ -19,7 +19,7 @@ from unclip.diffusion import Denoiser, GaussianDiffusion, estimate_analytic_gamm
 from unclip.nn import TimestepEmbedding, Transformer
 
 from .conditioning import EmbeddingNormalizer, EmptyCaption, check_drop, replace_where
-from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser
+from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser, weight_casts_kept
 
 EXTRA_TOKENS = 4  # z_t, timestep, noised z_i, query
 
@@ -144,8 +144,9 @@ def sample_prior(prior: DiffusionPrior, diffusion: GaussianDiffusion, text_emb: 
                               guidance_scale=settings.guidance_scale,
                               null={"drop_text": torch.ones(1, dtype=torch.bool, device=dev)})
     x = (b * n, prior.embed_dim) if x_T is None else x_T
-    z = run_sampler(settings, denoiser, x, diffusion, cond=cond, generator=generator, gamma=gamma,
-                    step_end=step_end, device=dev, progress=progress)
+    with weight_casts_kept(dev, dtype):
+        z = run_sampler(settings, denoiser, x, diffusion, cond=cond, generator=generator, gamma=gamma,
+                        step_end=step_end, device=dev, progress=progress)
     z = prior.normalizer.denormalize(z.to(torch.float32)).view(b, n, -1)  # [B, n, D]
     best = (z * text_emb[:, None].to(z.dtype)).sum(-1).argmax(dim=1)  # [B]
     return z[torch.arange(b, device=dev), best]  # [B, D]

@@ -22,7 +22,7 @@ from unclip.diffusion import GaussianDiffusion
 from unclip.nn import UNet
 
 from .decoder import IMAGE_CHANNELS, image_x0_transform
-from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser
+from .sampling import StageSettings, StepEnd, run_sampler, stage_denoiser, weight_casts_kept
 
 RESIZE_MODES = ("nearest", "bilinear", "bicubic", "bicubic_antialias")
 
@@ -126,6 +126,8 @@ def sample_upsampler(upsampler: Upsampler, diffusion: GaussianDiffusion, low_res
     den = stage_denoiser(upsampler, diffusion, mean_type=mean_type, learned_variance=upsampler.learned_sigma,
                          dtype=dtype)
     x = (b, IMAGE_CHANNELS, h * upsampler.scale, w * upsampler.scale) if x_T is None else x_T
-    return run_sampler(settings, den, x, diffusion, cond={"low_res": low_res}, generator=generator, gamma=gamma,
-                       learned_variance=upsampler.learned_sigma, x0_transform=image_x0_transform(known, keep),
-                       step_end=step_end, device=low_res.device, progress=progress)
+    with weight_casts_kept(low_res.device, dtype):
+        return run_sampler(settings, den, x, diffusion, cond={"low_res": low_res}, generator=generator,
+                           gamma=gamma, learned_variance=upsampler.learned_sigma,
+                           x0_transform=image_x0_transform(known, keep), step_end=step_end, device=low_res.device,
+                           progress=progress)
