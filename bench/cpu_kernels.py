@@ -142,13 +142,16 @@ def step_rows(repeats: int) -> dict:
             "text_mask": tokens != 0, "drop_image": torch.zeros(b, dtype=torch.bool),
             "drop_text": torch.zeros(b, dtype=torch.bool)}
     fused = make_optimizer(model, cfg.stage.optim)
-    loop = torch.optim.AdamW(fused.param_groups, foreach=False)
+    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in fused.param_groups]
+    loop = torch.optim.AdamW(groups, foreach=False)  # its own group dicts: the fused flag must not carry over
+    assert not loop.defaults["fused"] and not any(g.get("fused") for g in loop.param_groups)
 
     def step(policy, opt):
         def run():
-            with kernel_policy(policy), torch.autocast("cpu", dtype=BF16):
-                loss = objective(model, x0, cond, torch.Generator().manual_seed(1)).float().mean()
-            loss.backward()
+            with kernel_policy(policy):  # backward inside too: the policy is read when ops run
+                with torch.autocast("cpu", dtype=BF16):
+                    loss = objective(model, x0, cond, torch.Generator().manual_seed(1)).float().mean()
+                loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         return run

@@ -14,7 +14,7 @@ def _qkv(lq=24, lk=30, dtype=BF16, grad=True, seed=0):
 
 
 def test_the_rule_picks_float32_only_for_recorded_short_cpu_bf16_attention():
-    q, k, _ = _qkv()
+    q, k, v = _qkv()
     assert attention_in_float32(q, k)
     with torch.no_grad():
         assert not attention_in_float32(q, k)  # sampling keeps the bf16 kernel
@@ -25,6 +25,8 @@ def test_the_rule_picks_float32_only_for_recorded_short_cpu_bf16_attention():
     assert not attention_in_float32(long_q, long_k)  # 1024 x 1029 >= 2^19: the bf16 kernel wins there
     with kernel_policy("native"):
         assert not attention_in_float32(q, k)
+    frozen_q = q.detach()  # frozen queries, trained context keys / values: the backward still runs
+    assert attention_in_float32(frozen_q, k, v) and not attention_in_float32(frozen_q, k.detach(), v.detach())
 
 
 def test_the_rule_for_group_norm_reads_layout_size_and_grad_mode():

@@ -14,7 +14,8 @@ differs in the last bits.
 
 The rule reads only (device, dtype, shape, layout, grad mode), never a timing, so two runs with the same
 seed compute the same numbers. ``kernel_policy("native")`` turns it off (every op in its input dtype), for
-A/B measurements and for checking that both paths agree.
+A/B measurements and for checking that both paths agree. It is a process-wide switch read when an op
+runs: keep ``backward()`` inside the block too, as activation checkpointing recomputes forwards there.
 """
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ def _cpu_bf16(x: torch.Tensor) -> bool:
     return _policy == "auto" and x.dtype == torch.bfloat16 and x.device.type == "cpu"
 
 
-def attention_in_float32(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """CPU bfloat16 attention whose backward will run, over fewer than 2^19 query-key pairs per head."""
-    return _cpu_bf16(q) and _recording(q) and q.shape[-2] * k.shape[-2] < 2**19
+def attention_in_float32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> bool:
+    """CPU bfloat16 attention whose backward will run (through q, k or v), over fewer than 2^19 query-key
+    pairs per head."""
+    recording = any(_recording(z) for z in (q, k, v) if z is not None)
+    return _cpu_bf16(q) and recording and q.shape[-2] * k.shape[-2] < 2**19
 
 
 def group_norm_in_float32(x: torch.Tensor) -> bool:
@@ -65,7 +68,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               causal: bool = False) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` [B, heads, L, d] (bool ``mask``: True = may attend), in float32
     when ``attention_in_float32`` says so (autocast is paused there, as it would cast the inputs back)."""
-    if not attention_in_float32(q, k):
+    if not attention_in_float32(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal)

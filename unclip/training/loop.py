@@ -108,6 +108,11 @@ def _optim_state(model, opt, strategy: str) -> dict[str, Any]:
 
 
 def _load_model_optim(model, opt, state: dict[str, Any], strategy: str) -> None:
+    # A saved state carries its run's kernel flags; this run's go in before loading, so that the load puts
+    # the step counters where this run's kernel wants them (the fused one on the parameters' device).
+    kernel = {"fused": None, "foreach": None} | optimizer_kernel([p for g in opt.param_groups for p in g["params"]])
+    saved = dict(state["optimizer"])
+    saved["param_groups"] = [{**g, **kernel} for g in saved["param_groups"]]
     if strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -117,13 +122,10 @@ def _load_model_optim(model, opt, state: dict[str, Any], strategy: str) -> None:
 
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, state["model"], options=options)
-        set_optimizer_state_dict(model, opt, state["optimizer"], options=options)
+        set_optimizer_state_dict(model, opt, saved, options=options)
     else:
         dist.unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-    kernel = {"fused": None, "foreach": None} | optimizer_kernel([p for g in opt.param_groups for p in g["params"]])
-    for group in opt.param_groups:  # a saved state also carries its run's kernel flags: keep this run's
-        group.update(kernel)
+        opt.load_state_dict(saved)
 
 
 # ------------------------------------------------------------------ the loop
