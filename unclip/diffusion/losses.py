@@ -104,11 +104,16 @@ class VLBLoss:
         first = t == 0  # [B]
         if t.device.type == "cpu":  # the NLL only for the rows that use it (a batch rarely has t = 0)
             rows = first.nonzero().squeeze(1)  # no device sync on the CPU
-            x0, model_mean, model_logvar = x0[rows], model_mean[rows], model_logvar[rows]
-        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)) / math.log(2.0)
-        if t.device.type == "cpu":
-            nll = kl.new_zeros(kl.shape).index_copy(0, rows, nll)  # [B]
+            nll = kl.new_zeros(kl.shape).index_copy(0, rows, _decoder_nll(x0[rows], model_mean[rows],
+                                                                          model_logvar[rows]))  # [B]
+        else:
+            nll = _decoder_nll(x0, model_mean, model_logvar)  # [B]
         return torch.where(first, nll, kl)
+
+
+def _decoder_nll(x0: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """−log p(x0 | x_1) per sample in bits/dim (the VLB's t = 0 term)."""
+    return -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)) / math.log(2.0)
 
 
 class HybridLoss:

@@ -2,7 +2,7 @@
 
 PyTorch's CPU bfloat16 kernels are slower than its float32 kernels on the same values in three places
 (bench/cpu_kernels.py, results/cpu_kernels.json, 2-core Xeon):
-  - the backward of ``scaled_dot_product_attention`` for short sequences (queries x keys < 2^19: 1.4-2.6x;
+  - the backward of ``scaled_dot_product_attention`` for short sequences (queries x keys < 2^19: 1.4-3x;
     at 1024 x 1029 the bfloat16 kernel is as fast or faster);
   - the backward of ``group_norm`` on channels-last maps (1.5-2.9x at every size measured);
   - the forward of ``group_norm`` on channels-last maps of at most 16 x 16 positions (2-4x; at 32 x 32 and
