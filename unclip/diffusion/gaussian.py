@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unclip.devices import to_device
+
 from .enums import VarType
 from .respace import space_timesteps
 
@@ -28,11 +30,21 @@ def extract(arr: np.ndarray, t: int | Tensor, like: Tensor) -> Coef:
     if t.dim() != 1 or t.shape[0] != like.shape[0] or t.is_floating_point() or t.is_complex():
         raise ValueError(f"t has shape {tuple(t.shape)} and dtype {t.dtype}: expected an integer tensor [B], "
                          f"B = {like.shape[0]}")
-    idx = t.detach().cpu().numpy()
-    if idx.size and (idx.min() < 0 or idx.max() >= len(arr)):
-        raise ValueError(f"t ranges over [{idx.min()}, {idx.max()}]: expected step indices in [0, {len(arr)})")
-    vals = torch.from_numpy(np.ascontiguousarray(arr[idx]))  # gathered in float64 on the CPU
-    return vals.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    if t.device.type == "cpu":  # the range check reads t: free on the CPU, a host sync elsewhere
+        idx = t.detach().numpy()
+        if idx.size and (idx.min() < 0 or idx.max() >= len(arr)):
+            raise ValueError(f"t ranges over [{idx.min()}, {idx.max()}]: expected step indices in [0, {len(arr)})")
+    vals = _table(arr, like.device)[to_device(t, like.device)]  # gathered in float64 on like's device
+    return vals.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _table(arr: np.ndarray, device: torch.device) -> Tensor:
+    """A schedule array as a float64 tensor on ``device`` (float32 on MPS, which has no float64), copied
+    without a host sync: the gather then runs on the device and nothing is read back."""
+    table = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+    if device.type == "mps":
+        table = table.float()
+    return to_device(table, device)
 
 
 # Conversions among x0, ε and v at one noise level, with a = sqrt(ᾱ), s = sqrt(1−ᾱ), x_t = a·x0 + s·ε.

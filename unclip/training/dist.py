@@ -176,10 +176,12 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradients' total norm to ``max_norm`` (0: no clipping) and return that norm before clipping,
+    a 0-d tensor left on the device (under FSDP2 gathered from the shards: every rank calls this)."""
     params = [p for p in model.parameters() if p.grad is not None]
     if max_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    return float(full_tensor(norm))
+    return full_tensor(norm)

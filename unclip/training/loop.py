@@ -334,24 +334,25 @@ def _log_start(run: _Run) -> None:
 
 def _train_step(run: _Run) -> tuple[float, float]:
     """Accumulate one global batch, then step the optimizer or, on a non-finite loss or gradient, skip.
-    Returns (mean loss over ranks, gradient norm)."""
+    Returns (mean loss over ranks, gradient norm): the step's one read back to the host."""
     # dropout etc.: resumable from (seed, rank, step)
     torch.manual_seed(derive_seed(run.cfg.seed, run.env.rank, run.step, GLOBAL_RNG))
     run.opt.zero_grad(set_to_none=True)
-    loss_value = _accumulate_gradients(run)
-    if math.isfinite(loss_value):
-        grad_norm = dist.clip_grad_norm(run.model, run.cfg.stage.optim.grad_clip)
-    else:
-        grad_norm = float("nan")
-    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+    loss = _accumulate_gradients(run)
+    # clipped on every rank whatever the loss (a non-finite step's gradients are dropped below), so that
+    # the loss and the norm come back to the host together, in one sync
+    grad_norm = dist.clip_grad_norm(run.model, run.cfg.stage.optim.grad_clip)
+    loss_value, grad_norm_value = torch.stack([loss.float(), grad_norm.float().to(loss.device)]).cpu().tolist()
+    if math.isfinite(loss_value) and math.isfinite(grad_norm_value):
         _apply_update(run)
     else:
         _skip_nonfinite(run)
-    return loss_value, grad_norm
+    return loss_value, grad_norm_value
 
 
-def _accumulate_gradients(run: _Run) -> float:
-    """Backward over ``accum`` micro-batches, syncing gradients on the last only; the loss averaged over ranks."""
+def _accumulate_gradients(run: _Run) -> torch.Tensor:
+    """Backward over ``accum`` micro-batches, syncing gradients on the last only; the loss averaged over
+    ranks, left on the device."""
     loss_sum = torch.zeros((), device=run.env.device)
     for micro_step in range(run.accum):
         batch = next(run.stream)
@@ -361,7 +362,7 @@ def _accumulate_gradients(run: _Run) -> float:
                 loss = run.parts.loss(run.net, batch, g).float().mean() / run.accum
             loss.backward()
         loss_sum += loss.detach()
-    return float(dist.all_reduce_mean(loss_sum))
+    return dist.all_reduce_mean(loss_sum)
 
 
 def _apply_update(run: _Run) -> None:

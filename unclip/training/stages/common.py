@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from unclip.clip import FrozenCLIP
+from unclip.devices import to_device
 from unclip.diffusion import Denoiser, HybridLoss, MSELoss
 from unclip.models import StageSpec
 
@@ -65,8 +66,9 @@ class DiffusionObjective:
 
     def __call__(self, model: nn.Module, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
         b, dev = x0.shape[0], x0.device
-        t = torch.randint(0, self.diffusion.num_timesteps, (b,), generator=generator).to(dev)  # [B]
-        noise = torch.randn(x0.shape, generator=generator).to(dev)  # same draws on any device
+        # drawn on the host (the same draws on any device), copied without a host sync
+        t = to_device(torch.randint(0, self.diffusion.num_timesteps, (b,), generator=generator), dev)  # [B]
+        noise = to_device(torch.randn(x0.shape, generator=generator), dev)
         x_t = self.diffusion.q_sample(x0, t, noise)
         denoiser = Denoiser(model, self.diffusion.alphas_cumprod, mean_type=self.spec.mean_type,
                             learned_variance=self.spec.learned_variance)

@@ -10,6 +10,7 @@ import torch
 
 from unclip.data import shapes as S
 from unclip.data.wds import resolve_shards, shard_pipeline
+from unclip.devices import to_device
 from unclip.evals.conditioning import caption_match_rates, conditioning_gain, decoder_probes, derangement, flatten_gain
 from unclip.models import random_inpaint_mask, sample_decoder, sample_drop_mask, save_stage
 from unclip.models.conditioning import empty_caption
@@ -38,24 +39,24 @@ def build(cfg, env) -> StageParts:
 
     @torch.no_grad()
     def condition(images, captions):
-        z = clip.encode_image(images.to(dev), value_range=(-1.0, 1.0))  # [B, D]
+        z = clip.encode_image(to_device(images, dev), value_range=(-1.0, 1.0))  # [B, D]
         if ids:
-            tokens = clip.tokenize(captions).to(dev)  # [B, L] ids; 0 pads
+            tokens = to_device(clip.tokenize(captions), dev)  # [B, L] ids; 0 pads
             return z, tokens, tokens != 0, None
         zt, tokens, mask = clip.encode_text(captions)  # [B, D], [B, L, W], [B, L]
         return z, tokens, mask, (zt if reads_zt else None)
 
     def loss(net, batch, g):
         images, captions = batch
-        x0 = images.to(dev)
+        x0 = to_device(images, dev)
         if x0.shape[-1] != size:
             raise ValueError(f"decoder: shards hold {x0.shape[-1]}-px images, the {cfg.model.preset} decoder "
                              f"expects {size}")
         z, tokens, mask, zt = condition(images, captions)
         b = x0.shape[0]
         cond = {"image_emb": z, "text_tokens": tokens, "text_mask": mask,
-                "drop_image": sample_drop_mask(b, f["p_drop_image"], g).to(dev),
-                "drop_text": sample_drop_mask(b, f["p_drop_text"], g).to(dev)}
+                "drop_image": to_device(sample_drop_mask(b, f["p_drop_image"], g), dev),
+                "drop_text": to_device(sample_drop_mask(b, f["p_drop_text"], g), dev)}
         if zt is not None:
             cond["text_emb"] = zt
         if f["inpaint"]:

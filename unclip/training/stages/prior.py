@@ -33,6 +33,7 @@ from unclip.data.clip_retrieval import (
 from unclip.data.embedding_reader import collate_embeddings, embedding_pipeline
 from unclip.data.embeddings import image_embedding_stats
 from unclip.data.wds import resolve_shards
+from unclip.devices import to_device
 from unclip.models import prior_analytic_gamma, sample_drop_mask, sample_prior, save_stage
 from unclip.models.conditioning import empty_caption
 from unclip.models.sampling import StageSettings
@@ -184,10 +185,11 @@ def build(cfg, env) -> StageParts:
     _check_val(cfg, val, clip)
 
     def loss(net, batch, g):
-        z = normalizer.normalize(batch["image_emb"].to(dev))  # [B, D]
+        z = normalizer.normalize(to_device(batch["image_emb"], dev))  # [B, D]
         tokens, mask = data.text_features(batch)  # [B, L, W], [B, L]
-        cond = {"text_emb": batch["text_emb"].to(dev), "text_tokens": tokens.to(dev), "text_mask": mask.to(dev),
-                "drop_text": sample_drop_mask(z.shape[0], p_drop, g).to(dev)}
+        cond = {"text_emb": to_device(batch["text_emb"], dev), "text_tokens": to_device(tokens, dev),
+                "text_mask": to_device(mask, dev),
+                "drop_text": to_device(sample_drop_mask(z.shape[0], p_drop, g), dev)}
         return objective(net, z, cond, g)
 
     def new_model():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from unclip.data.corruptions import bsr_degradation, gaussian_blur
 from unclip.data.wds import resolve_shards, shard_pipeline
+from unclip.devices import to_device
 from unclip.models import random_aligned_crop, sample_upsampler, save_stage
 from unclip.models.sampling import StageSettings
 
@@ -45,7 +46,7 @@ def build(cfg, env) -> StageParts:
         raise ValueError(f"{cfg.stage.name}: data.resolution={res} but the preset's image_size is {f['image_size']}")
 
     def loss(net, batch, g):
-        high = batch[0].to(dev)  # [B, 3, R, R]
+        high = to_device(batch[0], dev)  # [B, 3, R, R]
         low = corrupt(downsample(high, scale), cfg.stage.corruption, g)  # [B, 3, R/s, R/s]
         high, low = random_aligned_crop(high, low, f["train_crop_size"], generator=g)
         return objective(net, high, {"low_res": low}, g)
