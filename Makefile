@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
+# pytest workers (pytest-xdist): the tests run one torch thread each, so two workers use both cores
+TEST_WORKERS ?= 2
 
 .PHONY: install lint test demo bench clean
 
@@ -20,7 +22,7 @@ lint: install
 
 test: lint
 	sh tools/ensure_browser.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 demo: install
 	$(PY) tools/demo.py --out $(DEMO_OUT)
