@@ -5,7 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
-# pytest workers (pytest-xdist): the tests run one torch thread each, so two workers use both cores
+# pytest workers (pytest-xdist): the tests run one torch thread each, so two workers use both cores;
+# a file's tests stay in one worker (module fixtures, e.g. the packaging tests' wheel build, run once)
 TEST_WORKERS ?= 2
 
 .PHONY: install lint test demo bench clean
@@ -22,7 +23,7 @@ lint: install
 
 test: lint
 	sh tools/ensure_browser.sh
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(PY) tools/demo.py --out $(DEMO_OUT)

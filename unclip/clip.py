@@ -38,6 +38,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from unclip.data.moments import Moments
+from unclip.devices import to_device
 from unclip.io import read_release_config, write_release
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class FrozenCLIP(nn.Module):
         pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
         embs, toks, masks = [], [], []
         for i in range(0, len(captions), bs):
-            ids = self.tokenize(captions[i:i + bs]).to(self.device)
+            ids = to_device(self.tokenize(captions[i:i + bs]), self.device)
             captured: list[torch.Tensor] = []
             handle = _text_ln_final(self.model).register_forward_hook(
                 lambda _m, _i, out, captured=captured: captured.append(out))
@@ -457,8 +458,8 @@ class FrozenCLIP(nn.Module):
                 x = F.interpolate(x, size=(nh, nw), mode=interp, antialias=True, align_corners=False)
                 x = _center_crop_or_pad(x, th, tw, self.preprocess_cfg.get("fill_color", 0) / 255.0)
             x = x.clamp(0.0, 1.0)
-        mean = torch.tensor(self.preprocess_cfg["mean"], device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocess_cfg["std"], device=x.device).view(1, -1, 1, 1)
+        mean = to_device(torch.tensor(self.preprocess_cfg["mean"]), x.device).view(1, -1, 1, 1)
+        std = to_device(torch.tensor(self.preprocess_cfg["std"]), x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
     # ------------------------------------------------------------------ embedding statistics

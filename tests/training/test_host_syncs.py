@@ -1,9 +1,10 @@
 """No host syncs in the training step or the samplers, checked without a GPU.
 
 On an accelerator, reading a tensor's value on the host (``.item()``, ``float(t)``, ``bool(t)``,
-``.cpu()``, a blocking copy from pageable memory) waits for every queued kernel. Tensors on PyTorch's
-``meta`` device have shapes and dtypes but no data, so any such read raises there: the losses and
-samplers below run on meta from the drawn noise to the loss's backward (or the last sampling step).
+``.cpu()``) waits for every queued kernel, and so does a blocking copy from host memory to the device.
+Tensors on PyTorch's ``meta`` device have shapes and dtypes but no data, so any read raises there: the
+losses and samplers below run on meta from the drawn noise to the loss's backward (or the last sampling
+step), while a dispatch mode fails any host-to-meta copy that is not non-blocking (``to_device``'s path).
 The training loop's one intended read per step (the loss and the gradient norm, together) is checked
 by counting ``_local_scalar_dense`` (what ``.item()``/``float``/``bool`` dispatch) over 4 and 8 steps.
 """
@@ -70,10 +71,41 @@ def _cases(stage: str, b: int):
     return spec, net, x0, cond, sample
 
 
+class _BlockingCopies(TorchDispatchMode):
+    """Records every host-to-meta copy made without ``non_blocking=True``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and args[0].device.type == "cpu" \
+                and kwargs.get("device") == META and not kwargs.get("non_blocking", False):
+            self.seen.append(f"{tuple(args[0].shape)} {args[0].dtype}")
+        if func is torch.ops.aten.copy_.default and args[0].device == META and args[1].device.type == "cpu" \
+                and not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False)):
+            self.seen.append(f"copy_ {tuple(args[1].shape)}")
+        return func(*args, **kwargs)
+
+
+def test_the_copy_detector_sees_a_blocking_copy():
+    with _BlockingCopies() as copies:
+        torch.zeros(3).to(META)
+        to_device(torch.zeros(4), META)
+    assert copies.seen == ["(3,) torch.float32"]
+
+
 @pytest.mark.parametrize("stage", ["decoder", "prior", "sr256"])
 def test_losses_and_samplers_run_without_reading_the_device(stage):
     b = 2
-    spec, net, x0, cond, sample = _cases(stage, b)
+    case = _cases(stage, b)  # the network is moved to meta before the detector starts
+    with _BlockingCopies() as copies:
+        _run_on_meta(b, *case)
+    assert copies.seen == [], f"blocking host-to-device copies: {copies.seen}"
+
+
+def _run_on_meta(b: int, spec, net, x0, cond, sample) -> None:
     objective = DiffusionObjective(spec, "hybrid" if spec.learned_variance else "mse")
     loss = objective(net, x0, cond, torch.Generator().manual_seed(0))
     assert loss.shape == (b,) and loss.device == META
@@ -82,8 +114,8 @@ def test_losses_and_samplers_run_without_reading_the_device(stage):
     with torch.no_grad():
         for sampler in SAMPLERS:
             gens = [torch.Generator().manual_seed(i) for i in range(b)]
-            out = sample(objective.diffusion, StageSettings(sampler, 3, guidance_scale=2.0 if stage != "sr256"
-                                                            else 1.0), gens)
+            out = sample(objective.diffusion, StageSettings(sampler, 3, guidance_scale=1.0 if spec.stage == "sr256"
+                                                            else 2.0), gens)
             assert out.device == META and out.shape[0] == b
 
 

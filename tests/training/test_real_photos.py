@@ -104,8 +104,8 @@ def test_precompute_under_torchrun_splits_shards_and_matches_one_process(photos,
     """Two ranks encode alternate shards; rank 0's manifest lists all three in input order, and each shard
     holds the same bytes as the one-process run's."""
     out = tmp_path / "emb2"
-    proc = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "-m", "unclip.data.precompute", "--clip", photos["clip"],
-                           "--shards", photos["train"], "--out", str(out)],
+    proc = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--standalone", "-m", "unclip.data.precompute",
+                           "--clip", photos["clip"], "--shards", photos["train"], "--out", str(out)],
                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "'rank': 0, 'rank_shards': 2" in proc.stdout and "'rank': 1, 'rank_shards': 1" in proc.stdout

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from unclip.devices import to_device
+
 
 def _check(x: torch.Tensor, name: str) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
@@ -29,7 +31,7 @@ def _check(x: torch.Tensor, name: str) -> None:
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise 2-D convolution of [B, C, H, W] with one [k, k] kernel, replicate-padded (same size)."""
     k = kernel.shape[-1]
-    w = kernel.to(x).expand(x.shape[1], 1, k, k)  # [C, 1, k, k]
+    w = to_device(kernel, x.device).to(x.dtype).expand(x.shape[1], 1, k, k)  # [C, 1, k, k]
     return F.conv2d(F.pad(x, (k // 2,) * 4, mode="replicate"), w, groups=x.shape[1])  # [B, C, H, W]
 
 

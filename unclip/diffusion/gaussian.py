@@ -30,7 +30,8 @@ def extract(arr: np.ndarray, t: int | Tensor, like: Tensor) -> Coef:
     if t.dim() != 1 or t.shape[0] != like.shape[0] or t.is_floating_point() or t.is_complex():
         raise ValueError(f"t has shape {tuple(t.shape)} and dtype {t.dtype}: expected an integer tensor [B], "
                          f"B = {like.shape[0]}")
-    if t.device.type == "cpu":  # the range check reads t: free on the CPU, a host sync elsewhere
+    # the range check reads t: free on the CPU, a host sync elsewhere (there the device's index check fires)
+    if t.device.type == "cpu":
         idx = t.detach().numpy()
         if idx.size and (idx.min() < 0 or idx.max() >= len(arr)):
             raise ValueError(f"t ranges over [{idx.min()}, {idx.max()}]: expected step indices in [0, {len(arr)})")

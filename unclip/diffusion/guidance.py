@@ -45,7 +45,8 @@ def classifier_free_guidance(denoiser: DenoiserFn, scale: float | Tensor, uncond
         batch = x_t.shape[0]
         both = {k: _double(k, v, uncond.get(k), batch) for k, v in cond.items()}
         pred = denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), **both)
-        w = torch.as_tensor(scale, dtype=pred.x0.dtype, device=x_t.device)
+        # a float scale stays a host scalar (a 0-d CPU tensor): no host-to-device copy per call
+        w = torch.as_tensor(scale, dtype=pred.x0.dtype, device=x_t.device if isinstance(scale, Tensor) else "cpu")
         if w.dim() > 0:
             if w.shape != (batch,):
                 raise ValueError(f"scale has shape {tuple(w.shape)}: expected a float or a tensor of shape [{batch}]")

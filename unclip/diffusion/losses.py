@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .denoiser import Prediction
 from .enums import MeanType, VarType
-from .gaussian import GaussianDiffusion
+from .gaussian import GaussianDiffusion, _table
 
 
 def mean_flat(x: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, target: MeanType | s
     """Min-SNR-γ loss weights [B] (Hang et al. 2023, eq. 8 and Table 1): the x0-space weight min(SNR_t, γ),
     rewritten for the target's own MSE — ε: min(SNR, γ)/SNR; x0: min(SNR, γ); v: min(SNR, γ)/(SNR + 1).
     It caps the weight of the easy low-noise steps, so high-noise steps (layout, colour) get a larger share."""
-    acp = torch.as_tensor(diffusion.alphas_cumprod, dtype=torch.float64, device=t.device)[t]
+    acp = _table(diffusion.alphas_cumprod, t.device)[t]  # on t's device, no host sync
     snr = acp / (1.0 - acp)
     capped = snr.clamp(max=gamma)
     target = MeanType(target)

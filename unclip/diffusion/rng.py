@@ -37,16 +37,11 @@ def randn(shape: Sequence[int], generator: Generators = None, device: torch.devi
     if generator is None:
         return torch.randn(shape, device=device, dtype=dtype)
     if isinstance(generator, torch.Generator):
-        return _moved(torch.randn(shape, generator=generator, device=generator.device, dtype=dtype), device)
+        return to_device(torch.randn(shape, generator=generator, device=generator.device, dtype=dtype), device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}: expected one per sample")
     rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
-    return _moved(torch.stack(rows), device)
-
-
-def _moved(x: Tensor, device: torch.device | str | None) -> Tensor:
-    """Host-drawn noise on ``device`` without a host sync (``device`` None: where it was drawn)."""
-    return x if device is None else to_device(x, device)
+    return to_device(torch.stack(rows), device)
 
 
 def randn_like(x: Tensor, generator: Generators = None) -> Tensor:

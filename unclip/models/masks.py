@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from unclip.devices import to_device
+
 MASK_KINDS = ("box", "brush", "border")
 
 
@@ -93,4 +95,4 @@ def random_inpaint_mask(batch: int, height: int, width: int | None = None, *,
         if not hole.any():
             hole[height // 2, width // 2] = True
         masks.append(~hole)
-    return torch.stack(masks)[:, None].float().to(device)  # [B, 1, H, W]
+    return to_device(torch.stack(masks)[:, None].float(), device)  # [B, 1, H, W]

@@ -52,7 +52,7 @@ def build(cfg, env) -> StageParts:
         if x0.shape[-1] != size:
             raise ValueError(f"decoder: shards hold {x0.shape[-1]}-px images, the {cfg.model.preset} decoder "
                              f"expects {size}")
-        z, tokens, mask, zt = condition(images, captions)
+        z, tokens, mask, zt = condition(x0, captions)
         b = x0.shape[0]
         cond = {"image_emb": z, "text_tokens": tokens, "text_mask": mask,
                 "drop_image": to_device(sample_drop_mask(b, f["p_drop_image"], g), dev),
