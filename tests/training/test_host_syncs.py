@@ -159,3 +159,18 @@ def test_a_training_step_reads_no_single_values_back(tiny_data, tmp_path):
     """The loop reads the loss and the gradient norm back together (one ``.cpu()`` per step, which does
     not dispatch this op); any ``.item()``-style read in the step would make 8 steps count more than 4."""
     assert _reads_in_training(tiny_data, tmp_path, 8) == _reads_in_training(tiny_data, tmp_path, 4)
+
+
+def test_schedule_tables_are_copied_once_per_array_and_dropped_with_it():
+    import gc
+
+    from unclip.diffusion import gaussian
+
+    diffusion = GaussianDiffusion(make_betas("cosine")).respace(7)
+    first = gaussian._table(diffusion.betas, META)
+    assert gaussian._table(diffusion.betas, META) is first  # reused: no upload per lookup
+    key = (id(diffusion.betas), "meta")
+    assert key in gaussian._TABLES
+    del diffusion, first
+    gc.collect()
+    assert key not in gaussian._TABLES

@@ -9,6 +9,8 @@ that a network was trained on; for an unrespaced diffusion the two coincide.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -39,13 +41,21 @@ def extract(arr: np.ndarray, t: int | Tensor, like: Tensor) -> Coef:
     return vals.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 
+_TABLES: dict[tuple[int, str], Tensor] = {}  # (id of a live schedule array, device) -> its device copy
+
+
 def _table(arr: np.ndarray, device: torch.device) -> Tensor:
     """A schedule array as a float64 tensor on ``device`` (float32 on MPS, which has no float64), copied
-    without a host sync: the gather then runs on the device and nothing is read back."""
-    table = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
-    if device.type == "mps":
-        table = table.float()
-    return to_device(table, device)
+    without a host sync and once per array and device (the entry goes when the array does): the gather
+    then runs on the device and nothing is read back."""
+    key = (id(arr), str(device))
+    table = _TABLES.get(key)
+    if table is None:
+        table = torch.from_numpy(np.array(arr, dtype=np.float64))  # a copy: the cache must not keep arr alive
+        table = to_device(table.float() if device.type == "mps" else table, device)
+        _TABLES[key] = table
+        weakref.finalize(arr, _TABLES.pop, key, None)
+    return table
 
 
 # Conversions among x0, ε and v at one noise level, with a = sqrt(ᾱ), s = sqrt(1−ᾱ), x_t = a·x0 + s·ε.
@@ -99,6 +109,8 @@ class GaussianDiffusion:
         self.alphas_cumprod_prev = np.concatenate([[1.0], acp[:-1]])
         self.sqrt_alphas_cumprod = np.sqrt(acp)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - acp)
+        self.one_minus_alphas_cumprod, self.log_one_minus_alphas_cumprod = 1.0 - acp, np.log(1.0 - acp)
+        self.log_betas = np.log(betas)
         # True posterior q(x_{t−1} | x_t, x0) (Ho et al. 2020, eqs. 6–7).
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - acp)
         # β̃_0 = 0; like improved-diffusion, clip its log to β̃_1 (β_0 for a 1-step chain).
@@ -127,7 +139,7 @@ class GaussianDiffusion:
     def q_mean_variance(self, x0: Tensor, t: int | Tensor) -> tuple[Tensor, Coef, Coef]:
         """Mean, variance and log-variance of q(x_t | x0)."""
         mean = extract(self.sqrt_alphas_cumprod, t, x0) * x0
-        return mean, extract(1.0 - self.alphas_cumprod, t, x0), extract(np.log(1.0 - self.alphas_cumprod), t, x0)
+        return mean, extract(self.one_minus_alphas_cumprod, t, x0), extract(self.log_one_minus_alphas_cumprod, t, x0)
 
     def q_sample(self, x0: Tensor, t: int | Tensor, noise: Tensor | None = None) -> Tensor:
         """x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε."""
@@ -169,5 +181,5 @@ class GaussianDiffusion:
         if var_frac is None:
             raise ValueError("VarType.LEARNED_RANGE needs the prediction's var_frac, got None")
         min_log = extract(self.posterior_log_variance_clipped, t, like)
-        max_log = extract(np.log(self.betas), t, like)
+        max_log = extract(self.log_betas, t, like)
         return var_frac * max_log + (1 - var_frac) * min_log
